@@ -1,0 +1,36 @@
+//! `kdet`: knowledge distillation for dense vision models — command-line entry point.
+//!
+//! Thin by design: argument parsing, backend choice and printing; the work lives in the
+//! library crates. Errors are printed with their whole chain and exit with status 1.
+
+mod data_cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "kdet", version, about = "Knowledge distillation for object detectors and segmenters")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate, inspect and validate datasets.
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Data(cmd) => data_cmd::run(cmd),
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err}");
+        for cause in err.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
+        std::process::exit(1);
+    }
+}
