@@ -4,6 +4,7 @@
 //! library crates. Errors are printed with their whole chain and exit with status 1.
 
 mod data_cmd;
+mod eval_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -19,12 +20,15 @@ enum Command {
     /// Generate, inspect and validate datasets.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
+    /// Evaluate detections against COCO / YouTube-VIS ground truth.
+    Eval(eval_cmd::EvalArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd),
+        Command::Eval(a) => eval_cmd::run(a),
     };
     if let Err(err) = result {
         eprintln!("error: {err}");

@@ -1,14 +1,8 @@
-//! End-to-end tests of the `kdet` binary (one test binary for the CLI crate).
+//! `kdet data …` end to end.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn kdet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kdet"))
-        .args(args)
-        .output()
-        .expect("the kdet binary runs")
-}
+use crate::{kdet, shared};
 
 fn ok(args: &[&str]) -> String {
     let out = kdet(args);
@@ -94,15 +88,7 @@ fn synth_is_byte_identical_for_a_seed_and_stats_reads_it() {
 
 #[test]
 fn stats_reads_real_coco_json_and_video_splits() {
-    let shared = std::env::var_os("KDET_SHARED")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-        .join("data/coco_tiny_val2017/annotations/instances_val2017.json");
-    assert!(
-        shared.is_file(),
-        "{} is missing: ../shared must sit beside the checkout (or set KDET_SHARED)",
-        shared.display()
-    );
+    let shared = shared().join("data/coco_tiny_val2017/annotations/instances_val2017.json");
     let out = ok(&["data", "stats", shared.to_str().unwrap()]);
     assert!(out.contains("images       80"), "{out}");
     assert!(out.contains("crowd 11"), "{out}");
