@@ -9,7 +9,11 @@ mod eval_cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "kdet", version, about = "Knowledge distillation for object detectors and segmenters")]
+#[command(
+    name = "kdet",
+    version,
+    about = "Knowledge distillation for object detectors and segmenters"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
