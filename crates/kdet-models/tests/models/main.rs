@@ -1,0 +1,3 @@
+//! Integration tests of kdet-models (one test binary for the crate).
+
+mod overfit;
