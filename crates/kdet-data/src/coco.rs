@@ -4,7 +4,8 @@
 //! `hotcoco::types`, `hotcoco::mask`); this module adds what kdet needs on top:
 //!
 //! - **Labels**: COCO category ids are not contiguous (1..90 with gaps). Categories are
-//!   sorted by id and label `i` is the `i`-th; [`LabelMap`] maps both ways.
+//!   sorted by id and label `i` is the `i`-th; [`LabelMap`] (from kdet-structures, shared
+//!   with the evaluator) maps both ways.
 //! - **Validation** with errors naming the file and the record. The rules:
 //!   - error: malformed JSON; no categories; duplicate image or category ids; an image
 //!     with zero width/height; an annotation whose `image_id` or `category_id` is unknown;
@@ -23,77 +24,13 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use hotcoco::COCO;
-use hotcoco::types::{Category, Segmentation};
+use hotcoco::types::Segmentation;
 use image::RgbImage;
+pub use kdet_structures::LabelMap;
 use kdet_structures::{Boxes, ImageSize, Instances, Mask, Masks, Xyxy};
 
 use crate::DataError;
 use crate::image_io::read_rgb;
-
-/// Contiguous labels `0..K` for COCO category ids, in ascending id order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LabelMap {
-    category_ids: Vec<u64>,
-    names: Vec<String>,
-    by_id: HashMap<u64, usize>,
-}
-
-impl LabelMap {
-    /// From COCO categories; duplicate ids are an error (reported by the caller with the path).
-    pub fn from_categories(categories: &[Category]) -> Result<Self, String> {
-        let mut cats: Vec<&Category> = categories.iter().collect();
-        cats.sort_by_key(|c| c.id);
-        if let Some(w) = cats.windows(2).find(|w| w[0].id == w[1].id) {
-            return Err(format!("category id {} appears twice", w[0].id));
-        }
-        let category_ids: Vec<u64> = cats.iter().map(|c| c.id).collect();
-        let names = cats.iter().map(|c| c.name.clone()).collect();
-        let by_id = category_ids
-            .iter()
-            .enumerate()
-            .map(|(i, &id)| (id, i))
-            .collect();
-        Ok(Self {
-            category_ids,
-            names,
-            by_id,
-        })
-    }
-
-    /// Number of classes.
-    pub fn len(&self) -> usize {
-        self.category_ids.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.category_ids.is_empty()
-    }
-
-    /// The contiguous label of a COCO category id.
-    pub fn label(&self, category_id: u64) -> Option<usize> {
-        self.by_id.get(&category_id).copied()
-    }
-
-    /// The COCO category id of a label.
-    pub fn category_id(&self, label: usize) -> Option<u64> {
-        self.category_ids.get(label).copied()
-    }
-
-    /// The category name of a label.
-    pub fn name(&self, label: usize) -> Option<&str> {
-        self.names.get(label).map(String::as_str)
-    }
-
-    /// Category names in label order.
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-
-    /// Category ids in label order.
-    pub fn category_ids(&self) -> &[u64] {
-        &self.category_ids
-    }
-}
 
 /// Reader options.
 #[derive(Debug, Clone, Default)]

@@ -22,9 +22,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hotcoco::params::IouType;
-use hotcoco::types::{Annotation, Segmentation};
+use hotcoco::types::Annotation;
 use hotcoco::{COCO, COCOeval, EvalMode, Params, StreamingEval};
-use kdet_structures::Instances;
+use kdet_structures::{Instances, ResultsError, to_result_records};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EvalError, unknown_ids};
@@ -91,41 +91,7 @@ impl CocoEvalConfig {
     }
 }
 
-/// Contiguous class label (what a model predicts) → COCO category id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LabelMap {
-    category_ids: Vec<u64>,
-}
-
-impl LabelMap {
-    /// Label `i` is category `category_ids[i]`.
-    pub fn new(category_ids: Vec<u64>) -> Self {
-        Self { category_ids }
-    }
-
-    /// The convention of detectron2 and mmdet: labels number the ground truth's categories
-    /// in ascending id order.
-    pub fn contiguous(gt: &COCO) -> Self {
-        Self::new(gt.get_cat_ids(&[], &[], &[]))
-    }
-
-    pub fn category_id(&self, label: usize) -> Option<u64> {
-        self.category_ids.get(label).copied()
-    }
-
-    /// The label of `category_id`, if it has one.
-    pub fn label(&self, category_id: u64) -> Option<usize> {
-        self.category_ids.iter().position(|&c| c == category_id)
-    }
-
-    pub fn len(&self) -> usize {
-        self.category_ids.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.category_ids.is_empty()
-    }
-}
+pub use kdet_structures::LabelMap;
 
 /// Loads a COCO instances file (ground truth).
 pub fn load_ground_truth(path: &Path) -> Result<COCO, EvalError> {
@@ -276,48 +242,34 @@ pub fn predictions_to_results(
     labels: &LabelMap,
     config: CocoEvalConfig,
 ) -> Result<Vec<Annotation>, EvalError> {
-    let mut out = Vec::with_capacity(predictions.iter().map(|(_, p)| p.len()).sum());
-    for (image_id, inst) in predictions {
-        let image_id = *image_id;
-        if inst.is_empty() {
-            continue;
-        }
-        let scores = inst.scores().ok_or_else(|| EvalError::MissingScore {
+    let with_masks = config.iou == IouKind::Segm;
+    let records = to_result_records(predictions, labels, with_masks).map_err(|e| match e {
+        ResultsError::MissingScores { image_id } => EvalError::MissingScore {
             what: format!("predictions for image {image_id}"),
-        })?;
-        let segms = match config.iou {
-            IouKind::Bbox => None,
-            IouKind::Segm => {
-                let masks = inst.masks().ok_or(EvalError::MissingMasks { image_id })?;
-                let segms = masks
-                    .to_rles()?
-                    .iter()
-                    .map(|rle| Segmentation::CompressedRle {
-                        size: [rle.h, rle.w],
-                        counts: hotcoco::mask::rle_to_string(rle),
-                    })
-                    .collect::<Vec<_>>();
-                Some(segms)
-            }
-        };
-        let keep_bbox = !(config.iou == IouKind::Segm && config.segm_area == SegmArea::Mask);
-        let boxes = inst.boxes().to_xywh();
-        for (i, (&label, b)) in inst.classes().iter().zip(boxes.iter()).enumerate() {
-            let category_id = labels.category_id(label).ok_or(EvalError::UnknownLabel {
-                label,
-                num_labels: labels.len(),
-            })?;
-            out.push(Annotation {
-                image_id,
-                category_id,
-                bbox: keep_bbox.then(|| b.map(f64::from)),
-                segmentation: segms.as_ref().map(|s| s[i].clone()),
-                score: Some(f64::from(scores[i])),
-                ..Default::default()
-            });
-        }
-    }
-    Ok(out)
+        },
+        ResultsError::MissingMasks { image_id } => EvalError::MissingMasks { image_id },
+        ResultsError::UnknownLabel {
+            label, num_labels, ..
+        } => EvalError::UnknownLabel { label, num_labels },
+        ResultsError::Mask { source, .. } => EvalError::from(source),
+        other => EvalError::MissingScore {
+            what: other.to_string(),
+        },
+    })?;
+    // pycocotools' loadRes sizes a segm result by its box when `bbox` is present; dropping
+    // it selects the mask area (detectron2's convention).
+    let keep_bbox = !(config.iou == IouKind::Segm && config.segm_area == SegmArea::Mask);
+    Ok(records
+        .into_iter()
+        .map(|r| Annotation {
+            image_id: r.image_id,
+            category_id: r.category_id,
+            bbox: keep_bbox.then_some(r.bbox),
+            segmentation: r.segmentation,
+            score: Some(r.score),
+            ..Default::default()
+        })
+        .collect())
 }
 
 /// Incremental COCO evaluation for validation during training: call

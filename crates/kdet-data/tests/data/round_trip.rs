@@ -65,3 +65,45 @@ fn synth_written_and_read_back_gives_identical_instances_and_pixels() {
         }
     }
 }
+
+#[test]
+fn results_file_maps_labels_back_and_loads_in_hotcoco() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(5);
+    write_dataset(dir.path(), &cfg).unwrap();
+    let root = dir.path().join("val");
+    let ds = CocoDataset::load(
+        &root.join("annotations.json"),
+        &root.join("images"),
+        &CocoOptions::default(),
+    )
+    .unwrap();
+    // Predict the ground truth itself, with scores and masks.
+    let preds: Vec<(u64, Instances)> = ds
+        .records()
+        .iter()
+        .map(|r| {
+            let n = r.instances.len();
+            (
+                r.image_id,
+                r.instances.clone().with_scores(vec![0.9; n]).unwrap(),
+            )
+        })
+        .collect();
+    let out = dir.path().join("results.json");
+    let n = kdet_data::results::write_coco_results(&out, &preds, ds.labels()).unwrap();
+    assert_eq!(n, ds.report().annotations);
+    let loaded = ds.coco().load_res(&out).unwrap();
+    assert_eq!(loaded.dataset.annotations.len(), n);
+    let first = &loaded.dataset.annotations[0];
+    let gt = ds
+        .coco()
+        .get_ann(ds.records()[0].annotation_ids[0])
+        .unwrap();
+    assert_eq!(
+        (first.image_id, first.category_id),
+        (gt.image_id, gt.category_id),
+        "label 0-based -> category id"
+    );
+    assert!(first.segmentation.is_some());
+}
