@@ -87,41 +87,24 @@ impl AnchorGeneratorConfig {
     /// # Panics
     /// If `level_sizes` has a different length than `strides` (a caller invariant).
     pub fn grid_priors(&self, level_sizes: &[(usize, usize)]) -> Priors {
-        assert_eq!(
-            level_sizes.len(),
-            self.strides.len(),
-            "anchor generator has {} strides but got {} level sizes",
-            self.strides.len(),
-            level_sizes.len()
-        );
-        let a = self.num_base_anchors();
-        let total: usize = level_sizes.iter().map(|(h, w)| h * w * a).sum();
-        let mut boxes = Vec::with_capacity(total);
-        let mut centers = Vec::with_capacity(total);
-        let mut level_offsets = vec![0];
-        for (level, &(h, w)) in level_sizes.iter().enumerate() {
-            let stride = self.strides[level] as f32;
-            let base = self.base_anchors(level);
-            for y in 0..h {
-                for x in 0..w {
-                    let (sx, sy) = (x as f32 * stride, y as f32 * stride);
-                    for b in &base {
-                        let bx = [b[0] + sx, b[1] + sy, b[2] + sx, b[3] + sy];
-                        centers.push([0.5 * (bx[0] + bx[2]), 0.5 * (bx[1] + bx[3])]);
-                        boxes.push(bx);
-                    }
-                }
-            }
-            level_offsets.push(boxes.len());
-        }
-        Priors {
-            boxes,
-            centers,
-            level_offsets,
-            strides: self.strides.clone(),
-            level_sizes: level_sizes.to_vec(),
-            num_per_location: a,
-        }
+        let base: Vec<Vec<[f32; 4]>> = (0..self.strides.len())
+            .map(|level| self.base_anchors(level))
+            .collect();
+        grid_priors(
+            "anchor generator",
+            &self.strides,
+            level_sizes,
+            self.num_base_anchors(),
+            |level, x, y, boxes| {
+                let stride = self.strides[level] as f32;
+                let (sx, sy) = (x as f32 * stride, y as f32 * stride);
+                boxes.extend(
+                    base[level]
+                        .iter()
+                        .map(|b| [b[0] + sx, b[1] + sy, b[2] + sx, b[3] + sy]),
+                );
+            },
+        )
     }
 }
 
@@ -145,37 +128,66 @@ impl PointGeneratorConfig {
     /// # Panics
     /// If `level_sizes` has a different length than `strides` (a caller invariant).
     pub fn grid_priors(&self, level_sizes: &[(usize, usize)]) -> Priors {
-        assert_eq!(
-            level_sizes.len(),
-            self.strides.len(),
-            "point generator has {} strides but got {} level sizes",
-            self.strides.len(),
-            level_sizes.len()
-        );
-        let total: usize = level_sizes.iter().map(|(h, w)| h * w).sum();
-        let mut boxes = Vec::with_capacity(total);
-        let mut centers = Vec::with_capacity(total);
-        let mut level_offsets = vec![0];
-        for (level, &(h, w)) in level_sizes.iter().enumerate() {
-            let stride = self.strides[level] as f32;
-            for y in 0..h {
-                for x in 0..w {
-                    let px = (x as f32 + self.offset) * stride;
-                    let py = (y as f32 + self.offset) * stride;
-                    centers.push([px, py]);
-                    boxes.push([px, py, px, py]);
-                }
+        grid_priors(
+            "point generator",
+            &self.strides,
+            level_sizes,
+            1,
+            |level, x, y, boxes| {
+                let stride = self.strides[level] as f32;
+                let px = (x as f32 + self.offset) * stride;
+                let py = (y as f32 + self.offset) * stride;
+                boxes.push([px, py, px, py]);
+            },
+        )
+    }
+}
+
+/// The walk both generators share: levels in order, each row-major `(y, x)`, and at every
+/// location the `num_per_location` boxes `cell(level, x, y, boxes)` appends. A prior's
+/// centre is its box's centre (exactly the point for the zero-size point boxes).
+///
+/// # Panics
+/// If `level_sizes` has a different length than `strides` (a caller invariant).
+fn grid_priors(
+    generator: &str,
+    strides: &[usize],
+    level_sizes: &[(usize, usize)],
+    num_per_location: usize,
+    mut cell: impl FnMut(usize, usize, usize, &mut Vec<[f32; 4]>),
+) -> Priors {
+    assert_eq!(
+        level_sizes.len(),
+        strides.len(),
+        "{generator} has {} strides but got {} level sizes",
+        strides.len(),
+        level_sizes.len()
+    );
+    let total: usize = level_sizes
+        .iter()
+        .map(|(h, w)| h * w * num_per_location)
+        .sum();
+    let mut boxes = Vec::with_capacity(total);
+    let mut level_offsets = vec![0];
+    for (level, &(h, w)) in level_sizes.iter().enumerate() {
+        for y in 0..h {
+            for x in 0..w {
+                cell(level, x, y, &mut boxes);
             }
-            level_offsets.push(boxes.len());
         }
-        Priors {
-            boxes,
-            centers,
-            level_offsets,
-            strides: self.strides.clone(),
-            level_sizes: level_sizes.to_vec(),
-            num_per_location: 1,
-        }
+        level_offsets.push(boxes.len());
+    }
+    let centers = boxes
+        .iter()
+        .map(|b| [0.5 * (b[0] + b[2]), 0.5 * (b[1] + b[3])])
+        .collect();
+    Priors {
+        boxes,
+        centers,
+        level_offsets,
+        strides: strides.to_vec(),
+        level_sizes: level_sizes.to_vec(),
+        num_per_location,
     }
 }
 

@@ -27,7 +27,7 @@ use burn::config::Config;
 use kdet_structures::Instances;
 use kdet_structures::iou::iou_xyxy;
 
-use super::{iof_xyxy, split_crowd};
+use super::{assign_batch, split_crowd, usable_priors};
 use crate::assignment::{Assignment, ImageAssignment, Priors};
 use crate::priors::valid_flags;
 
@@ -153,36 +153,23 @@ pub fn atss_statistics(
 impl AtssAssigner {
     /// Assigns every image of a batch; `priors` are shared by the padded batch.
     pub fn assign(&self, priors: &Priors, targets: &[Instances]) -> Assignment {
-        Assignment {
-            priors: priors.clone(),
-            images: targets
-                .iter()
-                .map(|t| self.assign_image(priors, t))
-                .collect(),
-        }
+        assign_batch(priors, targets, |p, t| self.assign_image(p, t))
     }
 
     /// Assigns one image. `targets` are in input pixels; `targets.image_size()` is the
     /// image's extent inside the padded batch.
     pub fn assign_image(&self, priors: &Priors, targets: &Instances) -> ImageAssignment {
         let n = priors.len();
-        let mut ignore: Vec<bool> = valid_flags(priors, targets.image_size())
-            .into_iter()
-            .map(|v| !v)
-            .collect();
         let (kept, crowd) = split_crowd(targets);
         let all_boxes = targets.boxes().as_slice();
-        if let Some(threshold) = self.ignore_iof_threshold {
-            for (i, ig) in ignore.iter_mut().enumerate() {
-                if !*ig
-                    && crowd
-                        .iter()
-                        .any(|&c| iof_xyxy(priors.boxes[i], all_boxes[c]) > threshold)
-                {
-                    *ig = true;
-                }
-            }
-        }
+        let selectable = usable_priors(
+            &priors.boxes,
+            &valid_flags(priors, targets.image_size()),
+            all_boxes,
+            &crowd,
+            self.ignore_iof_threshold,
+        );
+        let ignore: Vec<bool> = selectable.iter().map(|&s| !s).collect();
         let gt_boxes: Vec<[f32; 4]> = kept.iter().map(|&g| all_boxes[g]).collect();
         let mut matched_gt: Vec<Option<usize>> = vec![None; n];
         let mut max_iou = vec![0.0f32; n];
@@ -193,7 +180,6 @@ impl AtssAssigner {
                 max_iou,
             };
         }
-        let selectable: Vec<bool> = ignore.iter().map(|&i| !i).collect();
         let stats = atss_statistics(priors, &selectable, &gt_boxes, self.topk);
         // Best positive IoU per prior and its ground truth (index into `gt_boxes`).
         let mut best: Vec<Option<(f32, usize)>> = vec![None; n];

@@ -23,7 +23,7 @@
 use burn::config::Config;
 use kdet_structures::Instances;
 
-use super::split_crowd;
+use super::{assign_batch, split_crowd};
 use crate::assignment::{Assignment, ImageAssignment, Priors};
 
 /// mmdetection's `INF` for the open end of the last regression range (finite so that
@@ -71,13 +71,7 @@ pub struct FcosAssigner {
 impl FcosAssigner {
     /// Assigns every image of a batch (the points are shared).
     pub fn assign(&self, priors: &Priors, targets: &[Instances]) -> Assignment {
-        Assignment {
-            priors: priors.clone(),
-            images: targets
-                .iter()
-                .map(|t| self.assign_image(priors, t))
-                .collect(),
-        }
+        assign_batch(priors, targets, |p, t| self.assign_image(p, t))
     }
 
     /// Assigns the points of one image.

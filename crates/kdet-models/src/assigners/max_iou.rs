@@ -33,7 +33,7 @@ use burn::config::Config;
 use kdet_structures::Instances;
 use kdet_structures::iou::iou_xyxy;
 
-use super::{iof_xyxy, split_crowd};
+use super::{assign_batch, split_crowd, usable_priors};
 use crate::assignment::{Assignment, ImageAssignment, Priors};
 use crate::priors::valid_flags;
 
@@ -91,13 +91,7 @@ pub struct MaxIouAssigner {
 impl MaxIouAssigner {
     /// Assigns every image of a batch (the priors are shared).
     pub fn assign(&self, priors: &Priors, targets: &[Instances]) -> Assignment {
-        Assignment {
-            priors: priors.clone(),
-            images: targets
-                .iter()
-                .map(|t| self.assign_image(priors, t))
-                .collect(),
-        }
+        assign_batch(priors, targets, |p, t| self.assign_image(p, t))
     }
 
     /// Assigns the priors of one image.
@@ -130,14 +124,7 @@ impl MaxIouAssigner {
         let (regular, crowd) = split_crowd(gt);
 
         // Priors that take part in the assignment; the others end up ignored.
-        let usable: Vec<bool> = match self.ignore_iof_threshold {
-            Some(threshold) if !crowd.is_empty() => priors
-                .iter()
-                .zip(valid)
-                .map(|(&p, &v)| v && !crowd.iter().any(|&c| iof_xyxy(p, boxes[c]) > threshold))
-                .collect(),
-            _ => valid.to_vec(),
-        };
+        let usable = usable_priors(priors, valid, boxes, &crowd, self.ignore_iof_threshold);
 
         let mut matched_gt: Vec<Option<usize>> = vec![None; n];
         let mut ignore: Vec<bool> = usable.iter().map(|&u| !u).collect();

@@ -18,9 +18,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::activation::relu6;
 use burn::tensor::{Device, Tensor};
 
-use super::BackboneError;
-use super::kaiming_normal_fan_out;
 use super::norm::{BackboneNorm, Norm};
+use super::{BackboneError, kaiming_normal_fan_out, select_specs, select_stages};
 use crate::output::{FeatureMap, FeatureSpec};
 
 /// The paper's Table 2 / torchvision `inverted_residual_setting`: expansion `t`, output
@@ -190,23 +189,12 @@ impl MobileNetV2 {
                 stage += 1;
             }
         }
-        self.out_indices
-            .iter()
-            .map(|&i| FeatureMap {
-                tensor: stages[i]
-                    .clone()
-                    .expect("every requested stage was built and computed"),
-                stride: self.stage_specs[i].stride,
-            })
-            .collect()
+        select_stages(stages, &self.out_indices, &self.stage_specs)
     }
 
     /// Channels and stride of each returned stage.
     pub fn out_specs(&self) -> Vec<FeatureSpec> {
-        self.out_indices
-            .iter()
-            .map(|&i| self.stage_specs[i])
-            .collect()
+        select_specs(&self.out_indices, &self.stage_specs)
     }
 }
 

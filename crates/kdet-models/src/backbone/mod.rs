@@ -148,6 +148,32 @@ fn validate_out_indices(indices: &[usize], num_stages: usize) -> Result<(), Back
     Ok(())
 }
 
+/// The stages listed in `out_indices`, in that order, as feature maps with their
+/// strides. `stages[i]` is `None` for a stage the forward pass did not build or run.
+///
+/// # Panics
+/// If a listed stage was not computed (an invariant of the backbone's forward pass).
+fn select_stages(
+    stages: Vec<Option<Tensor<4>>>,
+    out_indices: &[usize],
+    stage_specs: &[FeatureSpec],
+) -> Vec<FeatureMap> {
+    out_indices
+        .iter()
+        .map(|&i| FeatureMap {
+            tensor: stages[i]
+                .clone()
+                .expect("every requested stage was built and computed"),
+            stride: stage_specs[i].stride,
+        })
+        .collect()
+}
+
+/// Channels and stride of each stage listed in `out_indices`.
+fn select_specs(out_indices: &[usize], stage_specs: &[FeatureSpec]) -> Vec<FeatureSpec> {
+    out_indices.iter().map(|&i| stage_specs[i]).collect()
+}
+
 /// torch's `kaiming_normal_(mode="fan_out", nonlinearity="relu")`: `std = sqrt(2 / fan_out)`
 /// with `fan_out = out_channels * k * k` (torch does not divide by `groups`; burn's
 /// `KaimingNormal` does, which matters for depthwise convs).

@@ -29,9 +29,9 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::BackboneError;
 use super::norm::{BackboneNorm, Norm};
 use super::resnet_block::{ResNetBlock, conv};
+use super::{BackboneError, select_specs, select_stages};
 use crate::output::{FeatureMap, FeatureSpec};
 
 /// torchvision key -> key here (prefix/infix substitutions, applied in order). BN
@@ -327,23 +327,12 @@ impl ResNet {
             }
             stages[i] = Some(x.clone());
         }
-        self.out_indices
-            .iter()
-            .map(|&i| FeatureMap {
-                tensor: stages[i]
-                    .clone()
-                    .expect("stages up to the deepest out index were computed"),
-                stride: self.stage_specs[i].stride,
-            })
-            .collect()
+        select_stages(stages, &self.out_indices, &self.stage_specs)
     }
 
     /// Channels and stride of each returned stage.
     pub fn out_specs(&self) -> Vec<FeatureSpec> {
-        self.out_indices
-            .iter()
-            .map(|&i| self.stage_specs[i])
-            .collect()
+        select_specs(&self.out_indices, &self.stage_specs)
     }
 }
 

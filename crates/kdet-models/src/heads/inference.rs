@@ -15,9 +15,13 @@
 
 use burn::config::Config;
 use burn::tensor::Tensor;
+use burn::tensor::activation::sigmoid;
 use kdet_structures::{Boxes, ImageSize, Instances, batched_nms};
 
 use crate::assignment::Priors;
+use crate::coders::{DeltaXywhCoder, decode_distances_tensor};
+use crate::heads::{boxes_tensor, flatten_levels, points_tensor};
+use crate::output::HeadLevel;
 
 /// Test-time settings (mmdet `test_cfg`; defaults = GFL / ATSS COCO configs:
 /// `nms_pre=1000, score_thr=0.05, nms=dict(type='nms', iou_threshold=0.6),
@@ -36,6 +40,97 @@ pub struct TestConfig {
     /// Detections kept per image (`max_per_img`, 100).
     #[config(default = 100)]
     pub max_detections: usize,
+}
+
+/// Sigmoid class scores of a batch, all levels in prior order. Detached: inference
+/// reads them back to the host.
+///
+/// # Shapes
+/// - `levels[l].cls_logits`: `[B, A*K, H_l, W_l]` → `[B, N, K]`
+pub fn class_scores(levels: &[HeadLevel], num_classes: usize) -> Tensor<3> {
+    sigmoid(flatten_levels(
+        levels
+            .iter()
+            .map(|l| l.cls_logits.clone().detach())
+            .collect(),
+        num_classes,
+    ))
+}
+
+/// Sigmoid centerness, the score factors of ATSS and FCOS (detached, as
+/// [`class_scores`]).
+///
+/// # Shapes
+/// - `levels[l].centerness`: `[B, A, H_l, W_l]` → `[B, N]`
+///
+/// # Panics
+/// If a level has no centerness map (a caller invariant: only heads with a centerness
+/// branch ask).
+pub fn centerness_factors(levels: &[HeadLevel]) -> Tensor<2> {
+    let centerness = flatten_levels(
+        levels
+            .iter()
+            .map(|l| {
+                l.centerness
+                    .clone()
+                    .expect("the head's levels carry centerness logits")
+                    .detach()
+            })
+            .collect(),
+        1,
+    );
+    let [b, n, _] = centerness.dims();
+    sigmoid(centerness.reshape([b, n]))
+}
+
+/// A batch's box regression in prior order, `box_channels` per prior. Not detached: GFL's
+/// [`crate::heads::gfl::decode_boxes`] also serves training-time (KD) code.
+///
+/// # Shapes
+/// - `levels[l].box_regression`: `[B, A*R, H_l, W_l]` → `[B, N, R]`
+///
+/// # Panics
+/// If the levels hold another number of priors than `priors` (a caller invariant).
+pub fn flat_box_regression(
+    levels: &[HeadLevel],
+    box_channels: usize,
+    priors: &Priors,
+) -> Tensor<3> {
+    let reg = flatten_levels(
+        levels.iter().map(|l| l.box_regression.clone()).collect(),
+        box_channels,
+    );
+    let [_, n, _] = reg.dims();
+    assert_eq!(
+        n,
+        priors.len(),
+        "head outputs for {n} priors but {} priors",
+        priors.len()
+    );
+    reg
+}
+
+/// Boxes from per-anchor deltas (ATSS, RetinaNet), in input pixels, not clipped.
+///
+/// # Shapes
+/// - `deltas`: `[B, N, 4]` → `[B, N, 4]`
+pub fn decode_on_anchors(coder: &DeltaXywhCoder, deltas: Tensor<3>, priors: &Priors) -> Tensor<3> {
+    let [b, n, _] = deltas.dims();
+    let anchors = boxes_tensor(&priors.boxes, &deltas.device()).repeat(&[b, 1]); // [B*N, 4]
+    coder
+        .decode_tensor(anchors, deltas.reshape([b * n, 4]))
+        .reshape([b, n, 4])
+}
+
+/// Boxes from per-point distances `(l, t, r, b)` in input pixels (FCOS, GFL), not
+/// clipped.
+///
+/// # Shapes
+/// - `distances`: `[B, N, 4]` → `[B, N, 4]`
+pub fn decode_from_points(distances: Tensor<3>, priors: &Priors) -> Tensor<3> {
+    let [b, n, _] = distances.dims();
+    let points = points_tensor(&priors.centers, &distances.device()).repeat(&[b, 1]); // [B*N, 2]
+    decode_distances_tensor(points, distances.reshape([b * n, 4])).reshape([b, n, 4])
 }
 
 /// One image's dense predictions on the host, all levels concatenated in prior order.

@@ -17,8 +17,11 @@ use burn::nn::{Initializer, PaddingConfig2d};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use kdet_structures::Instances;
 
-use crate::assignment::Assignment;
-use crate::layers::{ConvNormAct, ConvNormActConfig, NormKind};
+use crate::assignment::{Assignment, Priors};
+use crate::layers::{ConvNormAct, ConvNormActConfig, NormKind, Scale};
+use crate::losses::FocalLossConfig;
+use crate::output::{FeatureMap, HeadLevel};
+use crate::priors::AnchorGeneratorConfig;
 
 /// The classification bias that makes every initial sigmoid score `prior_prob`
 /// (RetinaNet paper Sec. 4.1; mmdet `bias_init_with_prob`): `−ln((1 − π) / π)`.
@@ -73,6 +76,83 @@ pub fn tower(
         .collect()
 }
 
+/// Sets the biases of a tower's convs to 0 (mmdet `normal_init(std, bias=0)`; burn draws
+/// a conv bias from the weight initializer) and, with `conv_bias`, gives the normed convs
+/// a zero bias too (mmdet `ConvModule(bias=True)` before GN).
+pub(crate) fn zero_tower_biases(
+    mut convs: Vec<ConvNormAct>,
+    conv_bias: bool,
+    device: &Device,
+) -> Vec<ConvNormAct> {
+    for block in &mut convs {
+        let out_channels = block.conv.weight.dims()[0];
+        block.conv.bias = match block.conv.bias.take() {
+            Some(bias) => Some(bias.map(|b| b.zeros_like())),
+            None if conv_bias => Some(Param::from_tensor(Tensor::zeros([out_channels], device))),
+            None => None,
+        };
+    }
+    convs
+}
+
+/// One learnable [`Scale`] per level, initialised to 1 (mmdet `Scale(1.0)` of the
+/// GFL / ATSS / FCOS heads).
+pub fn level_scales(num_levels: usize, device: &Device) -> Vec<Scale> {
+    (0..num_levels).map(|_| Scale::new(1.0, device)).collect()
+}
+
+/// The shape contract of a head's input: one neck level per configured stride, in that
+/// order, each of `in_channels` channels. `head` names the family in the message.
+///
+/// # Panics
+/// If the levels' number, strides or channels differ from the configuration.
+pub fn check_neck(head: &str, neck: &[FeatureMap], strides: &[usize], in_channels: usize) {
+    assert_eq!(
+        neck.len(),
+        strides.len(),
+        "{head} head: expected {} neck levels, got {}",
+        strides.len(),
+        neck.len()
+    );
+    for (l, (f, &stride)) in neck.iter().zip(strides).enumerate() {
+        assert_eq!(
+            f.stride, stride,
+            "{head} head: level {l} has stride {}, expected {stride}",
+            f.stride
+        );
+        let c = f.tensor.dims()[1];
+        assert_eq!(
+            c, in_channels,
+            "{head} head: level {l} has {c} channels, expected {in_channels}"
+        );
+    }
+}
+
+/// `(H, W)` of each level's maps: the prior grid of that level.
+pub fn level_sizes(levels: &[HeadLevel]) -> Vec<(usize, usize)> {
+    levels
+        .iter()
+        .map(|l| {
+            let [_, _, h, w] = l.cls_logits.dims();
+            (h, w)
+        })
+        .collect()
+}
+
+/// The anchors of an anchor-based head (GFL, ATSS, RetinaNet) for its output levels.
+///
+/// # Panics
+/// If the levels' strides differ from the anchor generator's.
+pub fn anchor_priors(anchor: &AnchorGeneratorConfig, levels: &[HeadLevel]) -> Priors {
+    let strides: Vec<usize> = levels.iter().map(|l| l.stride).collect();
+    assert_eq!(
+        strides, anchor.strides,
+        "levels at strides {strides:?}, head configured for {:?}",
+        anchor.strides
+    );
+    anchor.grid_priors(&level_sizes(levels))
+}
+
 /// Runs a tower; returns its output and the output of its *first* block (the tap
 /// `HeadLevel::{cls,reg}_tower`; the input itself for an empty tower).
 pub fn run_tower(convs: &[ConvNormAct], x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
@@ -121,6 +201,85 @@ pub fn flatten_levels(maps: Vec<Tensor<4>>, per_prior: usize) -> Tensor<3> {
             .map(|m| flatten_level(m, per_prior))
             .collect(),
         1,
+    )
+}
+
+/// A batch's head outputs with all levels flattened into `B*N` rows, the order of
+/// [`DenseTargets`] (what every loss starts from).
+#[derive(Debug, Clone)]
+pub struct FlatOutputs {
+    /// Images `B`.
+    pub batch_size: usize,
+    /// Priors per image `N`.
+    pub num_priors: usize,
+    /// `[B*N, K]` classification logits.
+    pub cls_logits: Tensor<2>,
+    /// `[B*N, R]` box regression (`R` channels per prior).
+    pub box_regression: Tensor<2>,
+    /// `[B*N]` centerness logits, for heads with a centerness branch.
+    pub centerness: Option<Tensor<1>>,
+}
+
+impl FlatOutputs {
+    /// Flattens `levels` of a head with `num_classes` classes and `box_channels`
+    /// regression channels per prior.
+    ///
+    /// # Panics
+    /// If the levels hold another number of priors per image than `priors` (a caller
+    /// invariant: both come from the same head).
+    pub fn new(
+        levels: &[HeadLevel],
+        num_classes: usize,
+        box_channels: usize,
+        priors: &Priors,
+    ) -> Self {
+        let k = num_classes;
+        let cls = flatten_levels(levels.iter().map(|l| l.cls_logits.clone()).collect(), k);
+        let [b, n, _] = cls.dims();
+        assert_eq!(
+            n,
+            priors.len(),
+            "head outputs for {n} priors per image, assignment for {}",
+            priors.len()
+        );
+        let box_regression = flatten_levels(
+            levels.iter().map(|l| l.box_regression.clone()).collect(),
+            box_channels,
+        )
+        .reshape([b * n, box_channels]);
+        let centerness = levels
+            .iter()
+            .map(|l| l.centerness.clone())
+            .collect::<Option<Vec<_>>>()
+            .map(|maps| flatten_levels(maps, 1).reshape([b * n]));
+        FlatOutputs {
+            batch_size: b,
+            num_priors: n,
+            cls_logits: cls.reshape([b * n, k]),
+            box_regression,
+            centerness,
+        }
+    }
+}
+
+/// The sigmoid focal classification loss of RetinaNet, FCOS and ATSS: one-hot targets
+/// (all-zero rows for background), ignored priors weight 0, divided by `avg_factor`.
+///
+/// # Shapes
+/// - `cls_logits`: `[B*N, K]` → `[1]`
+pub fn focal_cls_loss(
+    config: &FocalLossConfig,
+    cls_logits: Tensor<2>,
+    targets: &DenseTargets,
+    avg_factor: f32,
+) -> Tensor<1> {
+    let [_, k] = cls_logits.dims();
+    let device = cls_logits.device();
+    config.init().forward(
+        cls_logits,
+        targets.one_hot(k, &device),
+        Some(targets.label_weight_tensor(&device)),
+        avg_factor,
     )
 }
 
@@ -247,10 +406,101 @@ pub fn points_tensor(points: &[[f32; 2]], device: &Device) -> Tensor<2> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::assignment::{ImageAssignment, Priors};
+    use crate::assignment::ImageAssignment;
+    use burn::tensor::Distribution;
     use kdet_structures::{Boxes, ImageSize};
+
+    /// Neck levels of `N(0, 1)` noise for the head tests: `[batch, channels, h, w]` maps
+    /// at each `(stride, h, w)`, drawn in that order.
+    pub(crate) fn random_neck(
+        device: &Device,
+        batch: usize,
+        channels: usize,
+        levels: &[(usize, usize, usize)],
+    ) -> Vec<FeatureMap> {
+        levels
+            .iter()
+            .map(|&(stride, h, w)| FeatureMap {
+                tensor: Tensor::random(
+                    [batch, channels, h, w],
+                    Distribution::Normal(0.0, 1.0),
+                    device,
+                ),
+                stride,
+            })
+            .collect()
+    }
+
+    /// Sigmoid focal loss (γ 2, α 0.25) of one logit `z` against target `t`, written out
+    /// from the paper's formula as an oracle for the heads' loss tests.
+    pub(crate) fn reference_focal(z: f32, t: f32) -> f64 {
+        let p = 1.0 / (1.0 + (-z).exp());
+        let bce = z.max(0.0) - z * t + (-z.abs()).exp().ln_1p();
+        let pt = p * t + (1.0 - p) * (1.0 - t);
+        let at = 0.25 * t + 0.75 * (1.0 - t);
+        (at * (1.0 - pt).powi(2) * bce) as f64
+    }
+
+    /// Two images, levels 8×8 (stride 8) and 4×4 (stride 16) of a 64×64 batch (the GFL and
+    /// ATSS tests).
+    pub(crate) fn tiny_neck(device: &Device, channels: usize) -> Vec<FeatureMap> {
+        random_neck(device, 2, channels, &[(8, 8, 8), (16, 4, 4)])
+    }
+
+    /// Image 0 of a [`tiny_neck`]: the fixed features of the overfitting smoke tests.
+    pub(crate) fn one_image_neck(device: &Device, channels: usize) -> Vec<FeatureMap> {
+        tiny_neck(device, channels)
+            .into_iter()
+            .map(|mut f| {
+                f.tensor = f.tensor.narrow(0, 0, 1);
+                f
+            })
+            .collect()
+    }
+
+    /// `steps` Adam steps (lr 1e-2) of `head` on fixed neck features; returns the trained
+    /// head and the first and last total loss.
+    pub(crate) fn train_on_fixed_features(
+        mut head: crate::DenseHead,
+        neck: &[FeatureMap],
+        targets: &[Instances],
+        steps: usize,
+    ) -> (crate::DenseHead, f32, f32) {
+        use burn::optim::{AdamConfig, GradientsParams};
+        let mut optim = AdamConfig::new().init();
+        let mut first = None;
+        let mut last = 0.0;
+        for _ in 0..steps {
+            let levels = head.forward(neck);
+            let priors = head.priors(&levels);
+            let assignment = head.assign(&priors, targets);
+            let total = head
+                .loss(&levels, targets, &assignment)
+                .total()
+                .expect("terms");
+            last = total.clone().into_scalar::<f32>();
+            first.get_or_insert(last);
+            let grads = GradientsParams::from_grads(total.backward(), &head);
+            head = optim.step(1e-2, head, grads);
+        }
+        (head, first.expect("ran"), last)
+    }
+
+    /// Asserts that every ground truth of `gt` has a detection of its class at IoU > 0.5
+    /// among the `top` best of `det`.
+    pub(crate) fn assert_found_in_top(det: &Instances, gt: &Instances, top: usize) {
+        for (g, &c) in gt.boxes().iter().zip(gt.classes()) {
+            let found = det
+                .boxes()
+                .iter()
+                .zip(det.classes())
+                .take(top)
+                .any(|(b, &k)| k == c && kdet_structures::iou::iou_xyxy(*b, *g) > 0.5);
+            assert!(found, "no detection of {g:?} in {det:?}");
+        }
+    }
 
     #[test]
     fn flatten_follows_prior_order() {

@@ -20,7 +20,10 @@ use crate::assigners::AtssAssignerConfig;
 use crate::assignment::{Assignment, Priors};
 use crate::coders::DeltaXywhCoder;
 use crate::heads::inference::TestConfig;
-use crate::heads::{bias_init_with_prob, group_norm_groups, output_conv, run_tower, tower};
+use crate::heads::{
+    anchor_priors, bias_init_with_prob, check_neck, group_norm_groups, level_scales, output_conv,
+    run_tower, tower,
+};
 use crate::layers::{ConvNormAct, NormKind, Scale};
 use crate::losses::{FocalLossConfig, GiouLossConfig};
 use crate::output::{FeatureMap, HeadLevel, LossDict};
@@ -108,23 +111,19 @@ impl AtssHeadConfig {
     /// at construction).
     pub fn init(&self, device: &Device) -> AtssHead {
         let a = self.anchor.num_base_anchors();
+        let make_tower = || {
+            tower(
+                self.in_channels,
+                self.feat_channels,
+                self.stacked_convs,
+                self.norm,
+                self.init_std,
+                device,
+            )
+        };
         AtssHead {
-            cls_convs: tower(
-                self.in_channels,
-                self.feat_channels,
-                self.stacked_convs,
-                self.norm,
-                self.init_std,
-                device,
-            ),
-            reg_convs: tower(
-                self.in_channels,
-                self.feat_channels,
-                self.stacked_convs,
-                self.norm,
-                self.init_std,
-                device,
-            ),
+            cls_convs: make_tower(),
+            reg_convs: make_tower(),
             atss_cls: output_conv(
                 self.feat_channels,
                 a * self.num_classes,
@@ -134,12 +133,7 @@ impl AtssHeadConfig {
             ),
             atss_reg: output_conv(self.feat_channels, a * 4, self.init_std, 0.0, device),
             atss_centerness: output_conv(self.feat_channels, a, self.init_std, 0.0, device),
-            scales: self
-                .anchor
-                .strides
-                .iter()
-                .map(|_| Scale::new(1.0, device))
-                .collect(),
+            scales: level_scales(self.anchor.strides.len(), device),
             config: self.clone(),
         }
     }
@@ -173,21 +167,15 @@ impl AtssHead {
     /// # Panics
     /// If the neck levels do not match the configured strides or input channels.
     pub fn forward(&self, neck: &[FeatureMap]) -> Vec<HeadLevel> {
-        let strides: Vec<usize> = neck.iter().map(|f| f.stride).collect();
-        assert_eq!(
-            strides, self.config.anchor.strides,
-            "ATSS head expects neck levels at strides {:?}, got {strides:?}",
-            self.config.anchor.strides
+        check_neck(
+            "ATSS",
+            neck,
+            &self.config.anchor.strides,
+            self.config.in_channels,
         );
         neck.iter()
             .zip(&self.scales)
             .map(|(fm, scale)| {
-                let [_, c, _, _] = fm.tensor.dims();
-                assert_eq!(
-                    c, self.config.in_channels,
-                    "ATSS head expects {} input channels, got {c}",
-                    self.config.in_channels
-                );
                 let (cls_feat, cls_tower) = run_tower(&self.cls_convs, fm.tensor.clone());
                 let (reg_feat, reg_tower) = run_tower(&self.reg_convs, fm.tensor.clone());
                 HeadLevel {
@@ -207,20 +195,7 @@ impl AtssHead {
     /// # Panics
     /// If the levels' strides differ from the configured ones.
     pub fn priors(&self, levels: &[HeadLevel]) -> Priors {
-        let strides: Vec<usize> = levels.iter().map(|l| l.stride).collect();
-        assert_eq!(
-            strides, self.config.anchor.strides,
-            "levels at strides {strides:?}, head configured for {:?}",
-            self.config.anchor.strides
-        );
-        let sizes: Vec<(usize, usize)> = levels
-            .iter()
-            .map(|l| {
-                let [_, _, h, w] = l.cls_logits.dims();
-                (h, w)
-            })
-            .collect();
-        self.config.anchor.grid_priors(&sizes)
+        anchor_priors(&self.config.anchor, levels)
     }
 
     /// ATSS assignment (top-9 per level, IoU ≥ mean + std, centre inside the GT).
@@ -255,18 +230,7 @@ impl AtssHead {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use burn::tensor::{Distribution, Tensor};
-
-    pub(crate) fn tiny_neck(device: &Device, channels: usize) -> Vec<FeatureMap> {
-        // Two images, levels 8×8 (stride 8) and 4×4 (stride 16) of a 64×64 batch.
-        [(8usize, 8usize), (4, 16)]
-            .iter()
-            .map(|&(s, stride)| FeatureMap {
-                tensor: Tensor::random([2, channels, s, s], Distribution::Normal(0.0, 1.0), device),
-                stride,
-            })
-            .collect()
-    }
+    pub(crate) use crate::heads::tests::tiny_neck;
 
     pub(crate) fn tiny_config() -> AtssHeadConfig {
         AtssHeadConfig::new(3, 8)

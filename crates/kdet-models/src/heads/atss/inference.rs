@@ -8,13 +8,14 @@
 //! thresholded inside `multiclass_nms`; we follow the current (2.18+ / 3.x) order.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::sigmoid;
 use kdet_structures::{ImageSize, Instances};
 
 use super::head::AtssHead;
 use crate::assignment::Priors;
-use crate::heads::inference::{TestConfig, postprocess_batch};
-use crate::heads::{boxes_tensor, flatten_levels};
+use crate::heads::inference::{
+    TestConfig, centerness_factors, class_scores, decode_on_anchors, flat_box_regression,
+    postprocess_batch,
+};
 use crate::output::HeadLevel;
 
 /// Decoded boxes of every prior in input pixels (not clipped).
@@ -22,23 +23,11 @@ use crate::output::HeadLevel;
 /// # Shapes
 /// - `levels[l].box_regression`: `[B, A*4, H_l, W_l]` → `[B, N, 4]`
 pub fn decode_boxes(head: &AtssHead, levels: &[HeadLevel], priors: &Priors) -> Tensor<3> {
-    let device = levels[0].box_regression.device();
-    let reg = flatten_levels(levels.iter().map(|l| l.box_regression.clone()).collect(), 4);
-    let [b, n, _] = reg.dims();
-    assert_eq!(
-        n,
-        priors.len(),
-        "head outputs for {n} priors but {} priors",
-        priors.len()
-    );
-    let anchors = boxes_tensor(&priors.boxes, &device)
-        .reshape([1, n, 4])
-        .repeat_dim(0, b)
-        .reshape([b * n, 4]);
-    head.config
-        .coder
-        .decode_tensor(anchors, reg.reshape([b * n, 4]))
-        .reshape([b, n, 4])
+    decode_on_anchors(
+        &head.config.coder,
+        flat_box_regression(levels, 4, priors),
+        priors,
+    )
 }
 
 /// ATSS detections per image (input pixels, clipped to `image_sizes[i]`).
@@ -52,19 +41,8 @@ pub fn atss_predict(
     image_sizes: &[ImageSize],
     test: &TestConfig,
 ) -> Vec<Instances> {
-    let scores = sigmoid(flatten_levels(
-        levels.iter().map(|l| l.cls_logits.clone()).collect(),
-        head.num_classes(),
-    )); // [B, N, K]
-    let [b, n, _] = scores.dims();
-    let centerness = flatten_levels(
-        levels
-            .iter()
-            .map(|l| l.centerness.clone().expect("ATSS levels carry centerness"))
-            .collect(),
-        1,
-    );
-    let factors = sigmoid(centerness.reshape([b, n])); // [B, N]
+    let scores = class_scores(levels, head.num_classes()); // [B, N, K]
+    let factors = centerness_factors(levels); // [B, N]
     let boxes = decode_boxes(head, levels, priors);
     postprocess_batch(scores, boxes, Some(factors), priors, image_sizes, test)
 }

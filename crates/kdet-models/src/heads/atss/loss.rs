@@ -18,9 +18,8 @@ use kdet_structures::Instances;
 
 use super::head::AtssHead;
 use crate::assignment::Assignment;
-use crate::coders::encode_distances;
-use crate::heads::fcos::centerness_target;
-use crate::heads::{DenseTargets, boxes_tensor, flatten_levels};
+use crate::heads::fcos::loss::positive_centerness_targets;
+use crate::heads::{DenseTargets, FlatOutputs, boxes_tensor, focal_cls_loss};
 use crate::losses::binary_cross_entropy_with_logits;
 use crate::output::{HeadLevel, LossDict};
 
@@ -38,37 +37,16 @@ pub fn atss_loss(
     let k = head.num_classes();
     let device = levels[0].cls_logits.device();
     let priors = &assignment.priors;
-    let cls = flatten_levels(levels.iter().map(|l| l.cls_logits.clone()).collect(), k);
-    let [b, n, _] = cls.dims();
-    assert_eq!(
-        n,
-        priors.len(),
-        "head outputs for {n} priors, assignment for {}",
-        priors.len()
-    );
-    let cls = cls.reshape([b * n, k]); // [B*N, K]
-    let reg = flatten_levels(levels.iter().map(|l| l.box_regression.clone()).collect(), 4)
-        .reshape([b * n, 4]); // [B*N, 4]
-    let centerness = flatten_levels(
-        levels
-            .iter()
-            .map(|l| l.centerness.clone().expect("ATSS levels carry centerness"))
-            .collect(),
-        1,
-    )
-    .reshape([b * n]); // [B*N]
+    let flat = FlatOutputs::new(levels, k, 4, priors);
+    let reg = flat.box_regression; // [B*N, 4]
+    let centerness = flat.centerness.expect("ATSS levels carry centerness"); // [B*N]
 
     let dt = DenseTargets::new(assignment, targets, k);
     let num_pos = dt.num_positives();
     let num_total_samples = (num_pos as f32).max(1.0);
     let cfg = &head.config;
     let mut losses = LossDict::new();
-    let loss_cls = cfg.loss_cls.init().forward(
-        cls,
-        dt.one_hot(k, &device),
-        Some(dt.label_weight_tensor(&device)),
-        num_total_samples,
-    );
+    let loss_cls = focal_cls_loss(&cfg.loss_cls, flat.cls_logits, &dt, num_total_samples);
     losses.push("loss_cls", loss_cls);
 
     if num_pos == 0 {
@@ -82,12 +60,7 @@ pub fn atss_loss(
         .iter()
         .map(|&i| priors.boxes[i])
         .collect();
-    let ctr_targets: Vec<f32> = dt
-        .positive_priors
-        .iter()
-        .zip(&dt.positive_boxes)
-        .map(|(&i, g)| centerness_target(encode_distances(priors.centers[i], *g, None)))
-        .collect();
+    let ctr_targets = positive_centerness_targets(priors, &dt);
     let ctr_sum: f32 = ctr_targets.iter().sum();
     let ctr_targets = Tensor::<1>::from_data(TensorData::new(ctr_targets, [num_pos]), &device);
     let pos_idx = dt.positive_index_tensor(&device);
@@ -118,8 +91,10 @@ pub fn atss_loss(
 mod tests {
     use super::super::head::tests::{tiny_config, tiny_neck};
     use super::*;
+    use crate::DenseHead;
     use crate::assigners::AtssAssignerConfig;
     use crate::heads::atss::AtssHeadConfig;
+    use crate::heads::tests::{assert_found_in_top, one_image_neck, train_on_fixed_features};
     use crate::layers::NormKind;
     use crate::priors::AnchorGeneratorConfig;
     use burn::optim::GradientsParams;
@@ -229,18 +204,10 @@ mod tests {
         // Smoke test of the whole head on fixed random neck features: 100 Adam steps on
         // one image must halve the loss and recover both objects at IoU > 0.5 as the top
         // two detections.
-        use burn::optim::AdamConfig;
-        use kdet_structures::iou::iou_xyxy;
         let device = Device::flex().autodiff();
         device.seed(0);
-        let mut head = tiny_config().init(&device);
-        let neck: Vec<_> = tiny_neck(&device, 8)
-            .into_iter()
-            .map(|mut f| {
-                f.tensor = f.tensor.narrow(0, 0, 1);
-                f
-            })
-            .collect();
+        let head = DenseHead::Atss(tiny_config().init(&device));
+        let neck = one_image_neck(&device, 8);
         let t = vec![
             Instances::new(
                 ImageSize::new(64, 64),
@@ -249,20 +216,7 @@ mod tests {
             )
             .expect("valid"),
         ];
-        let mut optim = AdamConfig::new().init();
-        let mut first = None;
-        let mut last = 0.0;
-        for _ in 0..100 {
-            let levels = head.forward(&neck);
-            let priors = head.priors(&levels);
-            let assignment = head.assign(&priors, &t);
-            let total = head.loss(&levels, &t, &assignment).total().expect("terms");
-            last = total.clone().into_scalar::<f32>();
-            first.get_or_insert(last);
-            let grads = GradientsParams::from_grads(total.backward(), &head);
-            head = optim.step(1e-2, head, grads);
-        }
-        let first = first.expect("ran");
+        let (head, first, last) = train_on_fixed_features(head, &neck, &t, 100);
         assert!(last < 0.5 * first, "loss {first} -> {last}");
         let levels = head.forward(&neck);
         let priors = head.priors(&levels);
@@ -272,14 +226,6 @@ mod tests {
             &[ImageSize::new(64, 64)],
             &crate::heads::TestConfig::new(),
         );
-        for (g, &c) in t[0].boxes().iter().zip(t[0].classes()) {
-            let found = det[0]
-                .boxes()
-                .iter()
-                .zip(det[0].classes())
-                .take(2)
-                .any(|(b, &k)| k == c && iou_xyxy(*b, *g) > 0.5);
-            assert!(found, "no detection of {g:?} in {det:?}");
-        }
+        assert_found_in_top(&det[0], &t[0], 2);
     }
 }

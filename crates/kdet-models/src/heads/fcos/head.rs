@@ -17,15 +17,18 @@
 //! centerness target, are invariant to scaling all distances by the stride.
 
 use burn::config::Config;
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::nn::conv::Conv2d;
+use burn::tensor::Device;
 use burn::tensor::activation::relu;
-use burn::tensor::{Device, Tensor};
 use kdet_structures::Instances;
 
 use crate::assigners::fcos::{FCOS_INF, FcosAssignerConfig};
 use crate::assignment::{Assignment, Priors};
-use crate::heads::{bias_init_with_prob, group_norm_groups, output_conv, run_tower, tower};
+use crate::heads::{
+    bias_init_with_prob, check_neck, group_norm_groups, level_scales, level_sizes, output_conv,
+    run_tower, tower, zero_tower_biases,
+};
 use crate::layers::{ConvNormAct, NormKind, Scale};
 use crate::losses::{FocalLossConfig, GiouLossConfig, IouLossConfig};
 use crate::output::{FeatureMap, HeadLevel};
@@ -187,33 +190,10 @@ impl FcosHeadConfig {
             ),
             conv_reg: output_conv(self.feat_channels, 4, self.init_std, 0.0, device),
             conv_centerness: output_conv(self.feat_channels, 1, self.init_std, 0.0, device),
-            scales: self
-                .strides
-                .iter()
-                .map(|_| Scale::new(1.0, device))
-                .collect(),
+            scales: level_scales(self.strides.len(), device),
             config: self.clone(),
         }
     }
-}
-
-/// Sets the biases of a tower's convs to 0 (mmdet `normal_init(std, bias=0)`; burn draws
-/// a conv bias from the weight initializer) and, with `conv_bias`, gives the normed convs
-/// a zero bias too (mmdet `ConvModule(bias=True)` before GN).
-pub(crate) fn zero_tower_biases(
-    mut convs: Vec<ConvNormAct>,
-    conv_bias: bool,
-    device: &Device,
-) -> Vec<ConvNormAct> {
-    for block in &mut convs {
-        let out_channels = block.conv.weight.dims()[0];
-        block.conv.bias = match block.conv.bias.take() {
-            Some(bias) => Some(bias.map(|b| b.zeros_like())),
-            None if conv_bias => Some(Param::from_tensor(Tensor::zeros([out_channels], device))),
-            None => None,
-        };
-    }
-    convs
 }
 
 /// The FCOS head (parameter names follow mmdet's state dict: `cls_convs.{i}.conv`,
@@ -243,28 +223,10 @@ impl FcosHead {
     /// # Panics
     /// If the levels' number, strides or channels differ from the configuration.
     pub fn forward(&self, neck: &[FeatureMap]) -> Vec<HeadLevel> {
-        let strides = &self.config.strides;
-        assert_eq!(
-            neck.len(),
-            strides.len(),
-            "FCOS head: expected {} neck levels, got {}",
-            strides.len(),
-            neck.len()
-        );
+        check_neck("FCOS", neck, &self.config.strides, self.config.in_channels);
         neck.iter()
             .enumerate()
             .map(|(l, f)| {
-                assert_eq!(
-                    f.stride, strides[l],
-                    "FCOS head: level {l} has stride {}, expected {}",
-                    f.stride, strides[l]
-                );
-                let c = f.tensor.dims()[1];
-                assert_eq!(
-                    c, self.config.in_channels,
-                    "FCOS head: level {l} has {c} channels, expected {}",
-                    self.config.in_channels
-                );
                 let (cls_feat, cls_tower) = run_tower(&self.cls_convs, f.tensor.clone());
                 let (reg_feat, reg_tower) = run_tower(&self.reg_convs, f.tensor.clone());
                 let centerness = if self.config.centerness_on_reg {
@@ -293,16 +255,9 @@ impl FcosHead {
     /// The points of every level (mmdet `MlvlPointGenerator`, offset 0.5: the centre of
     /// each cell), for the levels' map sizes and strides.
     pub fn priors(&self, levels: &[HeadLevel]) -> Priors {
-        let sizes: Vec<(usize, usize)> = levels
-            .iter()
-            .map(|l| {
-                let [_, _, h, w] = l.cls_logits.dims();
-                (h, w)
-            })
-            .collect();
         PointGeneratorConfig::new()
             .with_strides(levels.iter().map(|l| l.stride).collect())
-            .grid_priors(&sizes)
+            .grid_priors(&level_sizes(levels))
     }
 
     /// FCOS assignment of every image (see [`crate::assigners::fcos`]).
@@ -314,16 +269,12 @@ impl FcosHead {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Distribution, TensorData};
+    use crate::heads::tests::random_neck;
+    use burn::module::Param;
+    use burn::tensor::{Tensor, TensorData};
 
     fn neck(device: &Device, channels: usize, sizes: &[(usize, usize, usize)]) -> Vec<FeatureMap> {
-        sizes
-            .iter()
-            .map(|&(stride, h, w)| FeatureMap {
-                tensor: Tensor::random([2, channels, h, w], Distribution::Normal(0.0, 1.0), device),
-                stride,
-            })
-            .collect()
+        random_neck(device, 2, channels, sizes)
     }
 
     fn small() -> FcosHeadConfig {

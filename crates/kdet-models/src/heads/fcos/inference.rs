@@ -15,14 +15,14 @@
 //! clipping are dropped before NMS), which the shared pipeline does not have; it only
 //! matters for degenerate boxes.
 
-use burn::tensor::activation::sigmoid;
 use kdet_structures::{ImageSize, Instances};
 
 use super::head::{FcosHead, FcosHeadConfig};
 use crate::assignment::Priors;
-use crate::coders::decode_distances_tensor;
-use crate::heads::inference::{TestConfig, postprocess_batch};
-use crate::heads::{flatten_levels, points_tensor};
+use crate::heads::inference::{
+    TestConfig, centerness_factors, class_scores, decode_from_points, flat_box_regression,
+    postprocess_batch,
+};
 use crate::output::HeadLevel;
 
 impl FcosHeadConfig {
@@ -47,47 +47,10 @@ impl FcosHead {
         image_sizes: &[ImageSize],
         test: &TestConfig,
     ) -> Vec<Instances> {
-        let k = self.config.num_classes;
-        let device = levels[0].cls_logits.device();
-        let scores = sigmoid(flatten_levels(
-            levels
-                .iter()
-                .map(|l| l.cls_logits.clone().detach())
-                .collect(),
-            k,
-        )); // [B, N, K]
-        let [b, n, _] = scores.dims();
-        assert_eq!(
-            n,
-            priors.len(),
-            "FCOS predict: {n} predictions per image but {} priors",
-            priors.len()
-        );
-        let distances = flatten_levels(
-            levels
-                .iter()
-                .map(|l| l.box_regression.clone().detach())
-                .collect(),
-            4,
-        )
-        .reshape([b * n, 4]);
-        let centerness = sigmoid(
-            flatten_levels(
-                levels
-                    .iter()
-                    .map(|l| {
-                        l.centerness
-                            .clone()
-                            .expect("FCOS levels carry centerness logits")
-                            .detach()
-                    })
-                    .collect(),
-                1,
-            )
-            .reshape([b, n]),
-        ); // [B, N]
-        let points = points_tensor(&priors.centers, &device).repeat(&[b, 1]); // [B*N, 2]
-        let boxes = decode_distances_tensor(points, distances).reshape([b, n, 4]);
+        let scores = class_scores(levels, self.config.num_classes); // [B, N, K]
+        let distances = flat_box_regression(levels, 4, priors).detach(); // [B, N, 4]
+        let boxes = decode_from_points(distances, priors);
+        let centerness = centerness_factors(levels); // [B, N]
         postprocess_batch(scores, boxes, Some(centerness), priors, image_sizes, test)
     }
 }

@@ -17,9 +17,9 @@ use burn::tensor::Tensor;
 use kdet_structures::Instances;
 
 use super::head::{FcosBoxLossConfig, FcosHead};
-use crate::assignment::Assignment;
+use crate::assignment::{Assignment, Priors};
 use crate::coders::{decode_distances_tensor, encode_distances};
-use crate::heads::{DenseTargets, boxes_tensor, flatten_levels, points_tensor};
+use crate::heads::{DenseTargets, FlatOutputs, boxes_tensor, focal_cls_loss, points_tensor};
 use crate::losses::binary_cross_entropy_with_logits;
 use crate::output::{HeadLevel, LossDict};
 
@@ -28,6 +28,17 @@ use crate::output::{HeadLevel, LossDict};
 pub fn centerness_target(ltrb: [f32; 4]) -> f32 {
     let [l, t, r, b] = ltrb;
     (l.min(r) / l.max(r) * (t.min(b) / t.max(b))).sqrt()
+}
+
+/// [`centerness_target`] of every positive's prior centre in its matched box, in the
+/// order of `targets.positive_priors` (FCOS, and ATSS for its anchor centres).
+pub fn positive_centerness_targets(priors: &Priors, targets: &DenseTargets) -> Vec<f32> {
+    targets
+        .positive_priors
+        .iter()
+        .zip(&targets.positive_boxes)
+        .map(|(&i, &g)| centerness_target(encode_distances(priors.centers[i], g, None)))
+        .collect()
 }
 
 impl FcosHead {
@@ -47,41 +58,17 @@ impl FcosHead {
         let device = levels[0].cls_logits.device();
         let priors = &assignment.priors;
 
-        let cls = flatten_levels(levels.iter().map(|l| l.cls_logits.clone()).collect(), k);
-        let [b, n, _] = cls.dims();
-        assert_eq!(
-            n,
-            priors.len(),
-            "FCOS loss: {n} predictions per image but {} priors",
-            priors.len()
-        );
-        let cls = cls.reshape([b * n, k]); // [B*N, K]
-        let distances =
-            flatten_levels(levels.iter().map(|l| l.box_regression.clone()).collect(), 4)
-                .reshape([b * n, 4]);
-        let centerness = flatten_levels(
-            levels
-                .iter()
-                .map(|l| {
-                    l.centerness
-                        .clone()
-                        .expect("FCOS levels carry centerness logits")
-                })
-                .collect(),
-            1,
-        )
-        .reshape([b * n]); // [B*N]
+        let flat = FlatOutputs::new(levels, k, 4, priors);
+        let distances = flat.box_regression; // [B*N, 4]
+        let centerness = flat
+            .centerness
+            .expect("FCOS levels carry centerness logits"); // [B*N]
 
         let t = DenseTargets::new(assignment, targets, k);
         let num_pos = t.num_positives();
         let avg_factor = (num_pos as f32).max(1.0);
 
-        let loss_cls = self.config.loss_cls.init().forward(
-            cls,
-            t.one_hot(k, &device),
-            Some(t.label_weight_tensor(&device)),
-            avg_factor,
-        );
+        let loss_cls = focal_cls_loss(&self.config.loss_cls, flat.cls_logits, &t, avg_factor);
 
         let (loss_bbox, loss_centerness) = if num_pos == 0 {
             (
@@ -97,11 +84,7 @@ impl FcosHead {
                 .iter()
                 .map(|&i| priors.centers[i])
                 .collect();
-            let targets_ctr: Vec<f32> = points
-                .iter()
-                .zip(&t.positive_boxes)
-                .map(|(&p, &g)| centerness_target(encode_distances(p, g, None)))
-                .collect();
+            let targets_ctr = positive_centerness_targets(priors, &t);
             let ctr_sum: f32 = targets_ctr.iter().sum();
             let weight = Tensor::<1>::from_floats(targets_ctr.as_slice(), &device);
             let pred_boxes =
@@ -137,9 +120,10 @@ impl FcosHead {
 mod tests {
     use super::*;
     use crate::heads::fcos::head::FcosHeadConfig;
-    use crate::output::FeatureMap;
+    use crate::heads::flatten_levels;
+    use crate::heads::tests::{random_neck, reference_focal};
     use burn::module::Module;
-    use burn::tensor::{Device, Distribution};
+    use burn::tensor::Device;
     use kdet_structures::{Boxes, ImageSize};
 
     #[test]
@@ -169,13 +153,7 @@ mod tests {
         if let Some(v) = reg_bias {
             head.conv_reg.bias = head.conv_reg.bias.map(|b| b.map(|t| t.full_like(v)));
         }
-        let neck: Vec<FeatureMap> = [(8usize, 8usize), (16, 4), (32, 2)]
-            .iter()
-            .map(|&(stride, s)| FeatureMap {
-                tensor: Tensor::random([2, 16, s, s], Distribution::Normal(0.0, 1.0), device),
-                stride,
-            })
-            .collect();
+        let neck = random_neck(device, 2, 16, &[(8, 8, 8), (16, 4, 4), (32, 2, 2)]);
         let levels = head.forward(&neck);
         let size = ImageSize::new(64, 64);
         let targets = vec![
@@ -269,7 +247,6 @@ mod tests {
             1,
         ));
         let n = assignment.priors.len();
-        let sig = |z: f32| 1.0 / (1.0 + (-z).exp());
         let bce = |z: f32, t: f32| z.max(0.0) - z * t + (-z.abs()).exp().ln_1p();
         let (mut fl, mut box_sum, mut ctr_sum, mut bce_sum, mut pos) =
             (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0usize);
@@ -283,10 +260,7 @@ mod tests {
                     } else {
                         0.0
                     };
-                    let p = sig(z);
-                    let pt = p * t + (1.0 - p) * (1.0 - t);
-                    let at = 0.25 * t + 0.75 * (1.0 - t);
-                    fl += (at * (1.0 - pt).powi(2) * bce(z, t)) as f64;
+                    fl += reference_focal(z, t);
                 }
                 if let Some(g) = m {
                     pos += 1;

@@ -3,15 +3,14 @@
 //! IoU-aware score), distances are `integral(z) · stride` from the anchor centre, and the
 //! shared pipeline of [`crate::heads::inference`] does top-k, threshold, clip, NMS.
 
-use burn::tensor::activation::sigmoid;
 use burn::tensor::{Tensor, TensorData};
 use kdet_structures::{ImageSize, Instances};
 
 use super::head::{GflHead, integral};
 use crate::assignment::Priors;
-use crate::coders::decode_distances_tensor;
-use crate::heads::inference::{TestConfig, postprocess_batch};
-use crate::heads::{flatten_levels, points_tensor};
+use crate::heads::inference::{
+    TestConfig, class_scores, decode_from_points, flat_box_regression, postprocess_batch,
+};
 use crate::output::HeadLevel;
 
 /// Decoded boxes of every prior in input pixels (not clipped).
@@ -21,17 +20,8 @@ use crate::output::HeadLevel;
 pub fn decode_boxes(levels: &[HeadLevel], priors: &Priors, reg_max: usize) -> Tensor<3> {
     let bins = reg_max + 1;
     let device = levels[0].box_regression.device();
-    let reg = flatten_levels(
-        levels.iter().map(|l| l.box_regression.clone()).collect(),
-        4 * bins,
-    );
+    let reg = flat_box_regression(levels, 4 * bins, priors);
     let [b, n, _] = reg.dims();
-    assert_eq!(
-        n,
-        priors.len(),
-        "head outputs for {n} priors but {} priors",
-        priors.len()
-    );
     let dist = integral(reg.reshape([b * n * 4, bins])).reshape([b, n, 4]); // strides
     let strides: Vec<f32> = (0..priors.num_levels())
         .flat_map(|l| {
@@ -42,12 +32,7 @@ pub fn decode_boxes(levels: &[HeadLevel], priors: &Priors, reg_max: usize) -> Te
         })
         .collect();
     let strides = Tensor::<1>::from_data(TensorData::new(strides, [n]), &device).reshape([1, n, 1]);
-    let dist = (dist * strides).reshape([b * n, 4]); // [B*N, 4] pixels
-    let centers = points_tensor(&priors.centers, &device)
-        .reshape([1, n, 2])
-        .repeat_dim(0, b)
-        .reshape([b * n, 2]);
-    decode_distances_tensor(centers, dist).reshape([b, n, 4])
+    decode_from_points(dist * strides, priors) // distances in pixels
 }
 
 /// GFL detections per image (input pixels, clipped to `image_sizes[i]`).
@@ -58,11 +43,7 @@ pub fn gfl_predict(
     image_sizes: &[ImageSize],
     test: &TestConfig,
 ) -> Vec<Instances> {
-    let k = head.num_classes();
-    let scores = sigmoid(flatten_levels(
-        levels.iter().map(|l| l.cls_logits.clone()).collect(),
-        k,
-    )); // [B, N, K]
+    let scores = class_scores(levels, head.num_classes()); // [B, N, K]
     let boxes = decode_boxes(levels, priors, head.reg_max());
     postprocess_batch(scores, boxes, None, priors, image_sizes, test)
 }

@@ -30,7 +30,7 @@ use kdet_structures::iou::aligned_iou_tensor;
 use super::head::{GflHead, integral};
 use crate::assignment::{Assignment, Priors};
 use crate::coders::{decode_distances_tensor, encode_distances};
-use crate::heads::{DenseTargets, boxes_tensor, flatten_levels, points_tensor};
+use crate::heads::{DenseTargets, FlatOutputs, boxes_tensor, points_tensor};
 use crate::output::{HeadLevel, LossDict};
 
 /// Per-positive geometry in units of the positive's level stride.
@@ -82,20 +82,10 @@ pub fn gfl_loss(
     let k = head.num_classes();
     let bins = head.reg_max() + 1;
     let device = levels[0].cls_logits.device();
-    let cls = flatten_levels(levels.iter().map(|l| l.cls_logits.clone()).collect(), k);
-    let [b, n, _] = cls.dims();
-    assert_eq!(
-        n,
-        assignment.priors.len(),
-        "head outputs for {n} priors, assignment for {}",
-        assignment.priors.len()
-    );
-    let cls = cls.reshape([b * n, k]); // [B*N, K]
-    let reg = flatten_levels(
-        levels.iter().map(|l| l.box_regression.clone()).collect(),
-        4 * bins,
-    )
-    .reshape([b * n, 4 * bins]); // [B*N, 4(n+1)]
+    let flat = FlatOutputs::new(levels, k, 4 * bins, &assignment.priors);
+    let (b, n) = (flat.batch_size, flat.num_priors);
+    let cls = flat.cls_logits; // [B*N, K]
+    let reg = flat.box_regression; // [B*N, 4(n+1)]
 
     let dt = DenseTargets::new(assignment, targets, k);
     let num_pos = dt.num_positives();
@@ -174,6 +164,8 @@ pub fn gfl_loss(
 mod tests {
     use super::super::head::tests::{tiny_config, tiny_neck};
     use super::*;
+    use crate::DenseHead;
+    use crate::heads::tests::{assert_found_in_top, one_image_neck, train_on_fixed_features};
     use burn::optim::GradientsParams;
     use burn::tensor::Device;
     use kdet_structures::{Boxes, ImageSize};
@@ -304,38 +296,19 @@ mod tests {
         // image must lower the loss and recover both objects at IoU > 0.5 as the top
         // detections. (GFL's total loss is not monotone early on: the box terms are
         // weighted by the class scores, which start at 0.01.)
-        use burn::optim::AdamConfig;
-        use kdet_structures::iou::iou_xyxy;
         let device = Device::flex().autodiff();
         device.seed(0);
-        let mut head = tiny_config().init(&device);
-        let neck: Vec<_> = tiny_neck(&device, 8)
-            .into_iter()
-            .map(|mut f| {
-                f.tensor = f.tensor.narrow(0, 0, 1);
-                f
-            })
-            .collect();
+        let head = DenseHead::Gfl(tiny_config().init(&device));
+        let neck = one_image_neck(&device, 8);
         let t = vec![targets().remove(0)];
-        let mut optim = AdamConfig::new().init();
-        let mut first = None;
-        let mut last = 0.0;
-        for _ in 0..100 {
-            let levels = head.forward(&neck);
-            let priors = head.priors(&levels);
-            let assignment = head.assign(&priors, &t);
-            let total = head.loss(&levels, &t, &assignment).total().expect("terms");
-            last = total.clone().into_scalar::<f32>();
-            first.get_or_insert(last);
-            let grads = GradientsParams::from_grads(total.backward(), &head);
-            head = optim.step(1e-2, head, grads);
-        }
-        let first = first.expect("ran");
+        let (head, first, last) = train_on_fixed_features(head, &neck, &t, 100);
         assert!(last < first, "loss {first} -> {last}");
         // Inference on the plain device, as the detector runs it (`valid()` keeps the
         // skipped config).
         use burn::module::Module;
-        let head = head.valid();
+        let DenseHead::Gfl(head) = head.valid() else {
+            unreachable!("trained a GFL head")
+        };
         assert_eq!(head.config.reg_max, 4);
         let neck: Vec<_> = neck
             .into_iter()
@@ -352,14 +325,6 @@ mod tests {
             &[ImageSize::new(64, 64)],
             &crate::heads::TestConfig::new(),
         );
-        for (g, &c) in t[0].boxes().iter().zip(t[0].classes()) {
-            let found = det[0]
-                .boxes()
-                .iter()
-                .zip(det[0].classes())
-                .take(2)
-                .any(|(b, &k)| k == c && iou_xyxy(*b, *g) > 0.5);
-            assert!(found, "no detection of {g:?} in {det:?}");
-        }
+        assert_found_in_top(&det[0], &t[0], 2);
     }
 }

@@ -21,8 +21,10 @@ use kdet_structures::Instances;
 use crate::assigners::max_iou::MaxIouAssignerConfig;
 use crate::assignment::{Assignment, Priors};
 use crate::coders::DeltaXywhCoder;
-use crate::heads::fcos::head::zero_tower_biases;
-use crate::heads::{bias_init_with_prob, output_conv, run_tower, tower};
+use crate::heads::{
+    anchor_priors, bias_init_with_prob, check_neck, output_conv, run_tower, tower,
+    zero_tower_biases,
+};
 use crate::layers::{ConvNormAct, NormKind};
 use crate::losses::FocalLossConfig;
 use crate::output::{FeatureMap, HeadLevel};
@@ -165,28 +167,14 @@ impl RetinaHead {
     /// # Panics
     /// If the levels' number, strides or channels differ from the configuration.
     pub fn forward(&self, neck: &[FeatureMap]) -> Vec<HeadLevel> {
-        let strides = &self.config.anchor.strides;
-        assert_eq!(
-            neck.len(),
-            strides.len(),
-            "RetinaNet head: expected {} neck levels, got {}",
-            strides.len(),
-            neck.len()
+        check_neck(
+            "RetinaNet",
+            neck,
+            &self.config.anchor.strides,
+            self.config.in_channels,
         );
         neck.iter()
-            .enumerate()
-            .map(|(l, f)| {
-                assert_eq!(
-                    f.stride, strides[l],
-                    "RetinaNet head: level {l} has stride {}, expected {}",
-                    f.stride, strides[l]
-                );
-                let c = f.tensor.dims()[1];
-                assert_eq!(
-                    c, self.config.in_channels,
-                    "RetinaNet head: level {l} has {c} channels, expected {}",
-                    self.config.in_channels
-                );
+            .map(|f| {
                 let (cls_feat, cls_tower) = run_tower(&self.cls_convs, f.tensor.clone());
                 let (reg_feat, reg_tower) = run_tower(&self.reg_convs, f.tensor.clone());
                 HeadLevel {
@@ -207,19 +195,7 @@ impl RetinaHead {
     /// # Panics
     /// If the levels' strides differ from the anchor generator's.
     pub fn priors(&self, levels: &[HeadLevel]) -> Priors {
-        let strides: Vec<usize> = levels.iter().map(|l| l.stride).collect();
-        assert_eq!(
-            strides, self.config.anchor.strides,
-            "RetinaNet priors: level strides differ from the anchor strides"
-        );
-        let sizes: Vec<(usize, usize)> = levels
-            .iter()
-            .map(|l| {
-                let [_, _, h, w] = l.cls_logits.dims();
-                (h, w)
-            })
-            .collect();
-        self.config.anchor.grid_priors(&sizes)
+        anchor_priors(&self.config.anchor, levels)
     }
 
     /// Max-IoU assignment of every image (see [`crate::assigners::max_iou`]).
@@ -231,19 +207,13 @@ impl RetinaHead {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Distribution, Tensor};
+    use crate::heads::tests::random_neck;
 
     #[test]
     fn forward_shapes_and_priors() {
         let device = Device::flex();
         let head = RetinaHeadConfig::synth_128(2, 8).init(&device);
-        let neck: Vec<FeatureMap> = [(8usize, 4usize), (16, 2), (32, 1)]
-            .iter()
-            .map(|&(stride, s)| FeatureMap {
-                tensor: Tensor::random([1, 8, s, s], Distribution::Normal(0.0, 1.0), &device),
-                stride,
-            })
-            .collect();
+        let neck = random_neck(&device, 1, 8, &[(8, 4, 4), (16, 2, 2), (32, 1, 1)]);
         let levels = head.forward(&neck);
         assert_eq!(levels[0].cls_logits.dims(), [1, 9 * 2, 4, 4]);
         assert_eq!(levels[0].box_regression.dims(), [1, 9 * 4, 4, 4]);

@@ -9,13 +9,13 @@
 //! clipping are dropped before NMS), which the shared pipeline does not have; it only
 //! matters for degenerate boxes.
 
-use burn::tensor::activation::sigmoid;
 use kdet_structures::{ImageSize, Instances};
 
 use super::head::{RetinaHead, RetinaHeadConfig};
 use crate::assignment::Priors;
-use crate::heads::inference::{TestConfig, postprocess_batch};
-use crate::heads::{boxes_tensor, flatten_levels};
+use crate::heads::inference::{
+    TestConfig, class_scores, decode_on_anchors, flat_box_regression, postprocess_batch,
+};
 use crate::output::HeadLevel;
 
 impl RetinaHeadConfig {
@@ -40,36 +40,9 @@ impl RetinaHead {
         image_sizes: &[ImageSize],
         test: &TestConfig,
     ) -> Vec<Instances> {
-        let k = self.config.num_classes;
-        let device = levels[0].cls_logits.device();
-        let scores = sigmoid(flatten_levels(
-            levels
-                .iter()
-                .map(|l| l.cls_logits.clone().detach())
-                .collect(),
-            k,
-        )); // [B, N, K]
-        let [b, n, _] = scores.dims();
-        assert_eq!(
-            n,
-            priors.len(),
-            "RetinaNet predict: {n} predictions per image but {} priors",
-            priors.len()
-        );
-        let deltas = flatten_levels(
-            levels
-                .iter()
-                .map(|l| l.box_regression.clone().detach())
-                .collect(),
-            4,
-        )
-        .reshape([b * n, 4]);
-        let anchors = boxes_tensor(&priors.boxes, &device).repeat(&[b, 1]); // [B*N, 4]
-        let boxes = self
-            .config
-            .coder
-            .decode_tensor(anchors, deltas)
-            .reshape([b, n, 4]);
+        let scores = class_scores(levels, self.config.num_classes); // [B, N, K]
+        let deltas = flat_box_regression(levels, 4, priors).detach(); // [B, N, 4]
+        let boxes = decode_on_anchors(&self.config.coder, deltas, priors);
         postprocess_batch(scores, boxes, None, priors, image_sizes, test)
     }
 }

@@ -14,7 +14,7 @@ use kdet_structures::Instances;
 
 use super::head::RetinaHead;
 use crate::assignment::Assignment;
-use crate::heads::{DenseTargets, boxes_tensor, flatten_levels};
+use crate::heads::{DenseTargets, FlatOutputs, boxes_tensor, focal_cls_loss};
 use crate::output::{HeadLevel, LossDict};
 
 impl RetinaHead {
@@ -32,17 +32,8 @@ impl RetinaHead {
         let device = levels[0].cls_logits.device();
         let priors = &assignment.priors;
 
-        let cls = flatten_levels(levels.iter().map(|l| l.cls_logits.clone()).collect(), k);
-        let [b, n, _] = cls.dims();
-        assert_eq!(
-            n,
-            priors.len(),
-            "RetinaNet loss: {n} predictions per image but {} priors",
-            priors.len()
-        );
-        let cls = cls.reshape([b * n, k]); // [B*N, K]
-        let deltas = flatten_levels(levels.iter().map(|l| l.box_regression.clone()).collect(), 4)
-            .reshape([b * n, 4]);
+        let flat = FlatOutputs::new(levels, k, 4, priors);
+        let deltas = flat.box_regression; // [B*N, 4]
 
         let t = DenseTargets::new(assignment, targets, k);
         let avg_factor: f32 = assignment
@@ -51,12 +42,7 @@ impl RetinaHead {
             .map(|a| a.num_positives().max(1) as f32)
             .sum();
 
-        let loss_cls = self.config.loss_cls.init().forward(
-            cls,
-            t.one_hot(k, &device),
-            Some(t.label_weight_tensor(&device)),
-            avg_factor,
-        );
+        let loss_cls = focal_cls_loss(&self.config.loss_cls, flat.cls_logits, &t, avg_factor);
 
         let loss_bbox = if t.num_positives() == 0 {
             deltas.sum().mul_scalar(0.0)
@@ -86,21 +72,16 @@ impl RetinaHead {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::heads::flatten_levels;
     use crate::heads::retina::head::RetinaHeadConfig;
-    use crate::output::FeatureMap;
-    use burn::tensor::{Device, Distribution, Tensor};
+    use crate::heads::tests::{random_neck, reference_focal};
+    use burn::tensor::{Device, Tensor};
     use kdet_structures::{Boxes, ImageSize};
 
     fn setup(device: &Device) -> (RetinaHead, Vec<HeadLevel>, Vec<Instances>, Assignment) {
         device.seed(3);
         let head = RetinaHeadConfig::synth_128(3, 8).init(device);
-        let neck: Vec<FeatureMap> = [(8usize, 8usize), (16, 4), (32, 2)]
-            .iter()
-            .map(|&(stride, s)| FeatureMap {
-                tensor: Tensor::random([2, 8, s, s], Distribution::Normal(0.0, 1.0), device),
-                stride,
-            })
-            .collect();
+        let neck = random_neck(device, 2, 8, &[(8, 8, 8), (16, 4, 4), (32, 2, 2)]);
         let levels = head.forward(&neck);
         let size = ImageSize::new(64, 64);
         let targets = vec![
@@ -169,8 +150,6 @@ mod tests {
         ));
         let n = assignment.priors.len();
         let coder = head.config.coder;
-        let sig = |z: f32| 1.0 / (1.0 + (-z).exp());
-        let bce = |z: f32, t: f32| z.max(0.0) - z * t + (-z.abs()).exp().ln_1p();
         let (mut fl, mut l1, mut avg) = (0.0f64, 0.0f64, 0.0f64);
         for (img, a) in assignment.images.iter().enumerate() {
             avg += a.num_positives().max(1) as f64;
@@ -186,10 +165,7 @@ mod tests {
                     } else {
                         0.0
                     };
-                    let p = sig(z);
-                    let pt = p * t + (1.0 - p) * (1.0 - t);
-                    let at = 0.25 * t + 0.75 * (1.0 - t);
-                    fl += (at * (1.0 - pt).powi(2) * bce(z, t)) as f64;
+                    fl += reference_focal(z, t);
                 }
                 if let Some(g) = m {
                     let tgt = coder.encode(
