@@ -5,6 +5,8 @@
 
 mod data_cmd;
 mod eval_cmd;
+mod experiment;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -24,8 +26,14 @@ enum Command {
     /// Generate, inspect and validate datasets.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
-    /// Evaluate detections against COCO / YouTube-VIS ground truth.
+    /// Evaluate detections against COCO / YouTube-VIS ground truth, or a trained
+    /// checkpoint on a dataset split.
     Eval(eval_cmd::EvalArgs),
+    /// Train a detector from an experiment file (`configs/*.toml`), or resume a run.
+    Train(train_cmd::TrainArgs),
+    /// Print experiment presets and resolved experiment files.
+    #[command(subcommand)]
+    Config(experiment::ConfigCommand),
 }
 
 fn main() {
@@ -33,6 +41,8 @@ fn main() {
     let result = match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Eval(a) => eval_cmd::run(a),
+        Command::Train(a) => train_cmd::run(a),
+        Command::Config(c) => experiment::run(c),
     };
     if let Err(err) = result {
         eprintln!("error: {err}");

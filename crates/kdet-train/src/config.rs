@@ -58,7 +58,7 @@ impl Duration {
 pub struct TrainConfig {
     pub optimizer: OptimizerConfig,
     /// Clip the global gradient norm; `None` = no clipping (mmdet default `grad_clip=None`;
-    /// the GFL, FCOS, ATSS and RetinaNet configs set `max_norm=35, norm_type=2`).
+    /// the RetinaNet and FCOS configs set `max_norm=35, norm_type=2`; GFL and ATSS keep none).
     pub grad_clip: Option<GradClipConfig>,
     pub schedule: ScheduleConfig,
     /// Write a `metrics.jsonl` line (mean of the window's losses) every this many steps
@@ -281,7 +281,7 @@ impl Default for AdamWConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GradClipConfig {
-    /// mmdet GFL/FCOS/ATSS/RetinaNet configs: `max_norm=35`.
+    /// mmdet RetinaNet / FCOS configs: `max_norm=35` (GFL and ATSS do not clip).
     pub max_norm: f64,
     /// Only 2 (the L2 norm) is implemented; mmdet uses `norm_type=2`.
     pub norm_type: f64,

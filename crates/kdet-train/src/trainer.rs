@@ -587,6 +587,11 @@ where
             what,
             message: e.to_string(),
         };
+        // burn 0.22.1's BatchNorm `RunningState` keeps a training forward's update aside
+        // until the next forward or `valid()` merges it, and `into_record` reads only the
+        // merged value: without this merge a checkpoint misses the last step's running
+        // statistics and a resumed run drifts from an uninterrupted one.
+        let _ = self.model().valid();
         let model = self
             .model()
             .clone()

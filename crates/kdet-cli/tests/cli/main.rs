@@ -3,6 +3,7 @@
 
 mod data;
 mod eval;
+mod train;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -1,0 +1,486 @@
+//! Experiment files (`configs/*.toml`): data, model, training schedule and evaluation of
+//! one run, the named presets the shipped files are written from, and `kdet config`.
+//!
+//! ```toml
+//! # pretrained = "r50.pth"   # reserved (issue #8): weight import
+//! # teacher = "runs/t/last.ckpt"  # reserved (issue #5): distillation
+//!
+//! [data]
+//! synth = { root = "data/synth", seed = 0, train_images = 1000, val_images = 250, image_size = 128 }
+//! # or COCO: train_json = "...", train_images = "...", val_json = "...", val_images = "..."
+//! size_divisor = 32
+//! train_transforms = [{ type = "horizontal_flip", prob = 0.5 }]   # default by source
+//! test_transforms = []                                             # default by source
+//!
+//! [data.loader]
+//! batch_size = 8
+//! num_workers = 2
+//!
+//! [model]            # a full kdet_models::DetectorConfig: backbone / neck / head / test
+//! [train]            # kdet_train::TrainConfig (optimizer, schedule, periods, seed)
+//! [eval]             # batch_size, max_images (periodic evaluation only)
+//! ```
+//!
+//! Every key is checked: unknown keys are errors naming the key (the model's burn `Config`
+//! types accept unknown fields, so the whole document is compared with its own re-serialised
+//! form, see [`unknown_keys`]). burn `Config`s have no serde defaults, so `[model]` spells
+//! every field; `kdet config print --preset NAME` writes a complete one. Relative paths are
+//! relative to the working directory (as mmdetection's `data_root`); a run stores them
+//! made absolute.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use kdet_data::synth::{CLASS_NAMES, SynthConfig};
+use kdet_data::{LoaderConfig, TransformConfig};
+use kdet_models::DetectorConfig;
+use kdet_train::TrainConfig;
+use serde::{Deserialize, Serialize};
+
+mod presets;
+
+pub use presets::{ConfigCommand, run};
+
+/// One experiment: what a `configs/*.toml` file holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Reserved for initial weights of the model or its backbone (issue #8, weight import);
+    /// accepted by the parser, refused by [`Experiment::resolve`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<PathBuf>,
+    /// Reserved for a teacher checkpoint (issue #5, distillation); accepted by the parser,
+    /// refused by [`Experiment::resolve`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<PathBuf>,
+    pub data: DataConfig,
+    pub model: DetectorConfig,
+    /// Default: the mmdetection 1x schedule (`TrainConfig::default()`).
+    #[serde(default)]
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub eval: EvalConfig,
+}
+
+/// `[data]`: where the images come from and how they are prepared. Either `synth` or all
+/// four COCO paths.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// The built-in synthetic dataset, written under `root` when it is not there yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synth: Option<SynthData>,
+    /// COCO instances JSON of the training split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_json: Option<PathBuf>,
+    /// Image folder of the training split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_images: Option<PathBuf>,
+    /// COCO instances JSON of the validation split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_json: Option<PathBuf>,
+    /// Image folder of the validation split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_images: Option<PathBuf>,
+    /// Padded batch sizes are multiples of this (mmdet `Pad(size_divisor=32)`).
+    #[serde(default = "default_size_divisor")]
+    pub size_divisor: usize,
+    /// Training augmentation. Default: synth `[horizontal_flip 0.5]` (the images are
+    /// already at the network's size); COCO `[resize 800/1333, horizontal_flip 0.5]`
+    /// (mmdet `Resize(img_scale=(1333, 800), keep_ratio=True)`, `RandomFlip(0.5)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_transforms: Option<Vec<TransformConfig>>,
+    /// Evaluation transforms. Default: synth `[]`; COCO `[resize 800/1333]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_transforms: Option<Vec<TransformConfig>>,
+    #[serde(default)]
+    pub loader: LoaderSettings,
+}
+
+fn default_size_divisor() -> usize {
+    32
+}
+
+/// `[data] synth = {...}`: the built-in dataset (`kdet data synth` with these settings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SynthData {
+    /// Folder holding (or receiving) `train/`, `val/` and `synth.json`.
+    pub root: PathBuf,
+    /// Generator seed (not the training seed): the same seed writes the same images.
+    pub seed: u64,
+    pub train_images: usize,
+    pub val_images: usize,
+    /// Image side in pixels.
+    #[serde(default = "default_image_size")]
+    pub image_size: u32,
+}
+
+fn default_image_size() -> u32 {
+    SynthConfig::default().image_size
+}
+
+impl SynthData {
+    /// The generator settings this entry asks for.
+    pub fn synth_config(&self) -> SynthConfig {
+        SynthConfig {
+            seed: self.seed,
+            image_size: self.image_size,
+            train_images: self.train_images,
+            val_images: self.val_images,
+            ..SynthConfig::default()
+        }
+    }
+}
+
+/// `[data.loader]`: how training batches are drawn (the loader's seed is `train.seed`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoaderSettings {
+    /// Images per optimizer step (mmdet 1x: 2 per GPU x 8 GPUs = 16).
+    pub batch_size: usize,
+    /// Image decoding threads (mmdet `workers_per_gpu=2`).
+    pub num_workers: usize,
+    /// Reshuffle every epoch (mmdet `GroupSampler`: yes).
+    pub shuffle: bool,
+    /// Drop the last incomplete batch (mmdet pads it with repeated images instead; dropping
+    /// keeps every step's batch size, which BatchNorm and the lr scaling assume).
+    pub drop_last: bool,
+    /// Batches prepared ahead of the training step.
+    pub prefetch: usize,
+}
+
+impl Default for LoaderSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 16,
+            num_workers: 2,
+            shuffle: true,
+            drop_last: true,
+            prefetch: 2,
+        }
+    }
+}
+
+impl LoaderSettings {
+    /// The loader config for a run seeded with `seed`.
+    pub fn loader_config(&self, seed: u64) -> LoaderConfig {
+        LoaderConfig {
+            batch_size: self.batch_size,
+            shuffle: self.shuffle,
+            seed,
+            num_workers: self.num_workers,
+            drop_last: self.drop_last,
+            prefetch: self.prefetch,
+        }
+    }
+}
+
+/// `[eval]`: evaluation on the validation split (its period is `train.eval_every`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Images per forward pass (mmdet tests 1 image per GPU; the results do not depend
+    /// on it when all images have one size, as the built-in data's do).
+    pub batch_size: usize,
+    /// Periodic evaluation during training uses only the first `max_images` validation
+    /// images (for speed); the final evaluation (`eval.json`) always uses all of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_images: Option<usize>,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 1,
+            max_images: None,
+        }
+    }
+}
+
+/// The four files and folders of a COCO-style train/val pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitPaths {
+    pub train_json: PathBuf,
+    pub train_images: PathBuf,
+    pub val_json: PathBuf,
+    pub val_images: PathBuf,
+}
+
+impl Experiment {
+    /// Reads, parses and resolves an experiment file (see [`Experiment::resolve`]).
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the experiment config {}", path.display()))?;
+        Self::from_toml_str(&text).with_context(|| format!("{}", path.display()))
+    }
+
+    /// Parses and resolves TOML text; errors name the offending key.
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        let document: toml::Table = toml::from_str(text).context("not valid TOML")?;
+        let experiment: Experiment = toml::from_str(text).context("invalid experiment")?;
+        let canonical = toml::Table::try_from(&experiment)
+            .context("re-serialising the experiment (to check for unknown keys)")?;
+        let unknown = unknown_keys(&document, &canonical);
+        if !unknown.is_empty() {
+            bail!(
+                "unknown key{} {} (misspelt, or not a field of that section)",
+                if unknown.len() == 1 { "" } else { "s" },
+                unknown
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        experiment.resolve()
+    }
+
+    /// Fills the defaults that depend on the data source (the transforms) and checks
+    /// everything serde cannot: one data source, reserved keys unset, model / schedule /
+    /// loader values valid, class counts of synthetic data.
+    pub fn resolve(mut self) -> Result<Self> {
+        if let Some(p) = &self.pretrained {
+            bail!(
+                "`pretrained = \"{}\"`: loading pretrained weights is not supported yet (issue #8, weight import); remove the key",
+                p.display()
+            );
+        }
+        if let Some(p) = &self.teacher {
+            bail!(
+                "`teacher = \"{}\"`: distillation from a teacher is not supported yet (issue #5); remove the key",
+                p.display()
+            );
+        }
+        let coco_keys = [
+            ("train_json", self.data.train_json.is_some()),
+            ("train_images", self.data.train_images.is_some()),
+            ("val_json", self.data.val_json.is_some()),
+            ("val_images", self.data.val_images.is_some()),
+        ];
+        let any_coco = coco_keys.iter().any(|(_, set)| *set);
+        match (&self.data.synth, any_coco) {
+            (Some(_), true) => {
+                bail!("`data.synth` and the COCO paths (`data.train_json`, ...) are exclusive")
+            }
+            (None, false) => bail!(
+                "`[data]` needs a source: `synth = {{ root = ..., seed = ..., train_images = ..., val_images = ... }}` or `train_json`, `train_images`, `val_json` and `val_images`"
+            ),
+            (None, true) => {
+                let missing: Vec<String> = coco_keys
+                    .iter()
+                    .filter(|(_, set)| !set)
+                    .map(|(k, _)| format!("`data.{k}`"))
+                    .collect();
+                if !missing.is_empty() {
+                    bail!("COCO data needs {} too", missing.join(" and "));
+                }
+            }
+            (Some(s), false) => {
+                s.synth_config()
+                    .validate()
+                    .map_err(|e| anyhow::anyhow!("`data.synth`: {e}"))?;
+                if s.train_images == 0 || s.val_images == 0 {
+                    bail!("`data.synth`: train_images and val_images must be at least 1");
+                }
+                if self.model.num_classes() != CLASS_NAMES.len() {
+                    bail!(
+                        "`model.head.num_classes` is {} but the built-in data has {} classes",
+                        self.model.num_classes(),
+                        CLASS_NAMES.len()
+                    );
+                }
+            }
+        }
+        let synth = self.data.synth.is_some();
+        let coco_resize = TransformConfig::Resize {
+            short_side: 800,
+            max_size: 1333,
+        };
+        let flip = TransformConfig::HorizontalFlip { prob: 0.5 };
+        self.data.train_transforms.get_or_insert_with(|| {
+            if synth {
+                vec![flip.clone()]
+            } else {
+                vec![coco_resize.clone(), flip.clone()]
+            }
+        });
+        self.data
+            .test_transforms
+            .get_or_insert_with(|| if synth { vec![] } else { vec![coco_resize] });
+        if self.data.size_divisor == 0 {
+            bail!("`data.size_divisor` must be at least 1");
+        }
+        let l = &self.data.loader;
+        if l.batch_size == 0 || l.num_workers == 0 || l.prefetch == 0 {
+            bail!("`data.loader`: batch_size, num_workers and prefetch must be at least 1");
+        }
+        if self.eval.batch_size == 0 {
+            bail!("`eval.batch_size` must be at least 1");
+        }
+        if self.eval.max_images == Some(0) {
+            bail!("`eval.max_images` must be at least 1 (leave it out to use every image)");
+        }
+        self.model.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.train
+            .validate()
+            .map_err(|e| anyhow::anyhow!("train: {e}"))?;
+        Ok(self)
+    }
+
+    /// Makes every data path absolute (against the working directory), so the stored
+    /// experiment of a run does not depend on where it is resumed or evaluated from.
+    pub fn absolutize_paths(&mut self) -> Result<()> {
+        let abs = |p: &mut PathBuf| -> Result<()> {
+            *p = std::path::absolute(&*p)
+                .with_context(|| format!("making {} absolute", p.display()))?;
+            Ok(())
+        };
+        if let Some(s) = &mut self.data.synth {
+            abs(&mut s.root)?;
+        }
+        for p in [
+            &mut self.data.train_json,
+            &mut self.data.train_images,
+            &mut self.data.val_json,
+            &mut self.data.val_images,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            abs(p)?;
+        }
+        Ok(())
+    }
+
+    /// The train / val files this experiment reads (synthetic data: its split folders).
+    pub fn split_paths(&self) -> Result<SplitPaths> {
+        if let Some(s) = &self.data.synth {
+            let split = |name: &str| {
+                (
+                    s.root.join(name).join("annotations.json"),
+                    s.root.join(name).join("images"),
+                )
+            };
+            let (train_json, train_images) = split("train");
+            let (val_json, val_images) = split("val");
+            return Ok(SplitPaths {
+                train_json,
+                train_images,
+                val_json,
+                val_images,
+            });
+        }
+        let get = |p: &Option<PathBuf>, key: &str| {
+            p.clone()
+                .with_context(|| format!("`data.{key}` is not set"))
+        };
+        Ok(SplitPaths {
+            train_json: get(&self.data.train_json, "train_json")?,
+            train_images: get(&self.data.train_images, "train_images")?,
+            val_json: get(&self.data.val_json, "val_json")?,
+            val_images: get(&self.data.val_images, "val_images")?,
+        })
+    }
+
+    /// The experiment as TOML (what a run writes as `config.toml`).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).context("serialising the experiment as TOML")
+    }
+}
+
+/// Keys of `document` that `canonical` (the parsed document serialised again) lacks: the
+/// keys serde ignored. Dotted paths; array elements as `key[i]`.
+pub fn unknown_keys(document: &toml::Table, canonical: &toml::Table) -> Vec<String> {
+    fn walk(doc: &toml::Value, canon: &toml::Value, path: &str, out: &mut Vec<String>) {
+        match (doc, canon) {
+            (toml::Value::Table(d), toml::Value::Table(c)) => {
+                for (key, value) in d {
+                    let sub = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    match c.get(key) {
+                        Some(cv) => walk(value, cv, &sub, out),
+                        None => out.push(sub),
+                    }
+                }
+            }
+            (toml::Value::Array(d), toml::Value::Array(c)) => {
+                for (i, (dv, cv)) in d.iter().zip(c).enumerate() {
+                    walk(dv, cv, &format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        &toml::Value::Table(document.clone()),
+        &toml::Value::Table(canonical.clone()),
+        "",
+        &mut out,
+    );
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::presets::preset;
+    use super::*;
+
+    fn student_toml() -> String {
+        preset("gfl_synth_student")
+            .unwrap()
+            .resolve()
+            .unwrap()
+            .to_toml()
+            .unwrap()
+    }
+
+    #[test]
+    fn unknown_keys_are_named_at_any_depth() {
+        let text = student_toml();
+        for (from, to, key) in [
+            (
+                "[data.loader]\n",
+                "[data.loader]\nbatch_sise = 3\n",
+                // serde's own message: the key and its line.
+                "batch_sise",
+            ),
+            (
+                "[model.neck]\n",
+                "[model.neck]\nout_chanels = 3\n",
+                "model.neck.out_chanels",
+            ),
+            ("[train]\n", "[train]\nlog_evry = 3\n", "log_evry"),
+            ("[eval]\n", "[eval]\nmax_imgs = 3\n", "max_imgs"),
+        ] {
+            assert!(text.contains(from), "{from:?} not in\n{text}");
+            let bad = text.replacen(from, to, 1);
+            let err = format!("{:#}", Experiment::from_toml_str(&bad).unwrap_err());
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn reserved_keys_and_bad_sources_are_refused() {
+        let text = student_toml();
+        let err = format!(
+            "{:#}",
+            Experiment::from_toml_str(&format!("pretrained = \"r50.pth\"\n{text}")).unwrap_err()
+        );
+        assert!(err.contains("pretrained") && err.contains("#8"), "{err}");
+        let err = format!(
+            "{:#}",
+            Experiment::from_toml_str(&format!("teacher = \"t.ckpt\"\n{text}")).unwrap_err()
+        );
+        assert!(err.contains("teacher") && err.contains("#5"), "{err}");
+        let mut e = preset("gfl_r50_fpn_1x_coco").unwrap();
+        e.data.val_images = None;
+        let err = format!("{:#}", e.resolve().unwrap_err());
+        assert!(err.contains("data.val_images"), "{err}");
+    }
+}
