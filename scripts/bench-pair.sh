@@ -15,7 +15,11 @@ cd "$root"
 seeds=${SEEDS:-"0 1 2"}
 configs=${CONFIGS:-"gfl_synth_teacher gfl_synth_student"}
 cargo build --release --quiet
-bin="$root/target/release/kdet"
+# A private copy, so that rebuilding the workspace while this script runs cannot swap
+# the binary between cells.
+mkdir -p runs/bench
+cp target/release/kdet runs/bench/.kdet
+bin="$root/runs/bench/.kdet"
 for cfg in $configs; do
   for seed in $seeds; do
     out="runs/bench/$cfg-seed$seed"

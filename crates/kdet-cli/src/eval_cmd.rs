@@ -17,6 +17,7 @@ use kdet_data::{
     CocoDataset, CocoOptions, DataError, DetectionBatcher, Loader, LoaderConfig, Normalize,
     Pipeline, Sample,
 };
+use kdet_distill::distiller::DistilledStudent;
 use kdet_eval::coco::{self, CocoEvalConfig, CocoEvaluator, IouKind, SegmArea};
 use kdet_eval::{EvalReport, ytvis};
 use kdet_models::Detector;
@@ -218,9 +219,15 @@ fn eval_checkpoint(args: &EvalArgs, checkpoint: &Path) -> Result<()> {
     let split = EvalSplit::load(&json_path, &images, &experiment, batch_size)?;
     split.check_classes(&experiment)?;
     let device = Device::flex();
-    let model = ckpt
-        .load_model(experiment.model.init(&device))
-        .context("loading the checkpoint's weights")?;
+    let student = experiment.model.init(&device);
+    let model = if experiment.distill.is_some() {
+        // A `kdet distill` run: the student without its distillation modules.
+        ckpt.load_submodel(DistilledStudent { student })
+            .map(|d| d.student)
+    } else {
+        ckpt.load_model(student)
+    }
+    .context("loading the checkpoint's weights")?;
     println!(
         "{}: step {} (epoch {}), {} images",
         path.display(),

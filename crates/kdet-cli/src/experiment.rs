@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! # pretrained = "r50.pth"   # reserved (issue #8): weight import
-//! # teacher = "runs/t/last.ckpt"  # reserved (issue #5): distillation
+//! teacher = "runs/t/last.ckpt"  # `kdet distill`: a `kdet train` checkpoint
 //!
 //! [data]
 //! synth = { root = "data/synth", seed = 0, train_images = 1000, val_images = 250, image_size = 128 }
@@ -19,6 +19,7 @@
 //! [model]            # a full kdet_models::DetectorConfig: backbone / neck / head / test
 //! [train]            # kdet_train::TrainConfig (optimizer, schedule, periods, seed)
 //! [eval]             # batch_size, max_images (periodic evaluation only)
+//! [distill]          # `kdet distill` only: kdet_distill::RecipeConfig (inherit, losses)
 //! ```
 //!
 //! Every key is checked: unknown keys are errors naming the key (the model's burn `Config`
@@ -33,6 +34,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use kdet_data::synth::{CLASS_NAMES, SynthConfig};
 use kdet_data::{LoaderConfig, TransformConfig};
+use kdet_distill::recipe::RecipeConfig;
 use kdet_models::DetectorConfig;
 use kdet_train::TrainConfig;
 use serde::{Deserialize, Serialize};
@@ -49,8 +51,8 @@ pub struct Experiment {
     /// accepted by the parser, refused by [`Experiment::resolve`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretrained: Option<PathBuf>,
-    /// Reserved for a teacher checkpoint (issue #5, distillation); accepted by the parser,
-    /// refused by [`Experiment::resolve`].
+    /// The teacher of `kdet distill`: a checkpoint written by `kdet train` (its run
+    /// directory's stored experiment gives the teacher's architecture).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher: Option<PathBuf>,
     pub data: DataConfig,
@@ -60,6 +62,9 @@ pub struct Experiment {
     pub train: TrainConfig,
     #[serde(default)]
     pub eval: EvalConfig,
+    /// The distillation recipe of `kdet distill` (with `teacher`); absent for `kdet train`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<RecipeConfig>,
 }
 
 /// `[data]`: where the images come from and how they are prepared. Either `synth` or all
@@ -209,9 +214,14 @@ pub struct SplitPaths {
 
 impl Experiment {
     /// Reads, parses and resolves an experiment file (see [`Experiment::resolve`]).
+    ///
+    /// A file may start from another one: `extends = "other.toml"` (relative to the file's
+    /// folder) takes that file's tables and overrides them key by key (tables merge,
+    /// everything else, arrays included, is replaced), as mmdetection's `_base_`.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the experiment config {}", path.display()))?;
+        let document = load_extended(path, 0)?;
+        let text = toml::to_string(&document)
+            .with_context(|| format!("{}: re-serialising the merged experiment", path.display()))?;
         Self::from_toml_str(&text).with_context(|| format!("{}", path.display()))
     }
 
@@ -246,11 +256,16 @@ impl Experiment {
                 p.display()
             );
         }
-        if let Some(p) = &self.teacher {
-            bail!(
-                "`teacher = \"{}\"`: distillation from a teacher is not supported yet (issue #5); remove the key",
+        match (&self.teacher, &self.distill) {
+            (Some(p), None) => bail!(
+                "`teacher = \"{}\"` needs a `[distill]` section (the recipe)",
                 p.display()
-            );
+            ),
+            (None, Some(_)) => bail!(
+                "`[distill]` needs `teacher = \"RUN_DIR/last.ckpt\"` (a `kdet train` checkpoint)"
+            ),
+            (Some(_), Some(recipe)) => recipe.validate().map_err(|e| anyhow::anyhow!("{e}"))?,
+            (None, None) => {}
         }
         let coco_keys = [
             ("train_json", self.data.train_json.is_some()),
@@ -339,6 +354,9 @@ impl Experiment {
         if let Some(s) = &mut self.data.synth {
             abs(&mut s.root)?;
         }
+        if let Some(t) = &mut self.teacher {
+            abs(t)?;
+        }
         for p in [
             &mut self.data.train_json,
             &mut self.data.train_images,
@@ -391,6 +409,43 @@ impl Experiment {
 
 /// Keys of `document` that `canonical` (the parsed document serialised again) lacks: the
 /// keys serde ignored. Dotted paths; array elements as `key[i]`.
+/// Reads an experiment file as a table with its `extends` chain merged in.
+fn load_extended(path: &Path, depth: usize) -> Result<toml::Table> {
+    if depth > 8 {
+        bail!(
+            "{}: `extends` chains deeper than 8 files (a cycle?)",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the experiment config {}", path.display()))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{}: not valid TOML", path.display()))?;
+    let Some(base) = table.remove("extends") else {
+        return Ok(table);
+    };
+    let toml::Value::String(base) = base else {
+        bail!("{}: `extends` must be a file name", path.display());
+    };
+    let base_path = path.parent().unwrap_or(Path::new(".")).join(&base);
+    let mut merged = load_extended(&base_path, depth + 1)
+        .with_context(|| format!("{}: `extends = \"{base}\"`", path.display()))?;
+    merge_tables(&mut merged, table);
+    Ok(merged)
+}
+
+/// `over` on top of `base`: tables merge recursively, other values replace.
+fn merge_tables(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge_tables(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
 pub fn unknown_keys(document: &toml::Table, canonical: &toml::Table) -> Vec<String> {
     fn walk(doc: &toml::Value, canon: &toml::Value, path: &str, out: &mut Vec<String>) {
         match (doc, canon) {

@@ -31,6 +31,9 @@ enum Command {
     Eval(eval_cmd::EvalArgs),
     /// Train a detector from an experiment file (`configs/*.toml`), or resume a run.
     Train(train_cmd::TrainArgs),
+    /// Distil a student from a trained teacher with the experiment's `[distill]` recipe
+    /// (`teacher = "RUN_DIR/last.ckpt"`), or resume a distillation run.
+    Distill(train_cmd::TrainArgs),
     /// Print experiment presets and resolved experiment files.
     #[command(subcommand)]
     Config(experiment::ConfigCommand),
@@ -42,6 +45,7 @@ fn main() {
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Eval(a) => eval_cmd::run(a),
         Command::Train(a) => train_cmd::run(a),
+        Command::Distill(a) => train_cmd::run_distill(a),
         Command::Config(c) => experiment::run(c),
     };
     if let Err(err) = result {

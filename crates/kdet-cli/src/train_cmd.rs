@@ -22,9 +22,11 @@ use clap::Args;
 use kdet_data::synth::{SynthConfig, write_dataset};
 use kdet_data::{CocoDataset, CocoOptions, DetectionBatch, DetectionBatcher, Loader, Normalize};
 use kdet_data::{Pipeline, results::write_coco_results};
+use kdet_distill::Distiller;
 use kdet_eval::EvalReport;
 use kdet_models::{Detector, LossDict};
-use kdet_train::{EvalSummary, RunSummary, TrainStep, Trainer, read_experiment};
+use kdet_structures::ImageSize;
+use kdet_train::{Checkpoint, EvalSummary, RunSummary, TrainStep, Trainer, read_experiment};
 use serde_json::json;
 
 use crate::eval_cmd::{EvalSplit, Evaluated, write_json};
@@ -54,6 +56,9 @@ pub struct TrainArgs {
     /// interruption; `--resume` continues.
     #[arg(long, value_name = "N")]
     max_steps: Option<u64>,
+    /// `kdet distill`: the teacher checkpoint, instead of the experiment's `teacher`.
+    #[arg(long, value_name = "CKPT")]
+    teacher: Option<PathBuf>,
 }
 
 /// The file a run writes its resolved experiment to.
@@ -100,7 +105,7 @@ impl Module for TrainableDetector {
 
 impl TrainStep for TrainableDetector {
     /// Forward, ATSS assignment and the head's task losses.
-    fn losses(&self, batch: &DetectionBatch) -> LossDict {
+    fn losses(&self, batch: &DetectionBatch, _step: u64) -> LossDict {
         let (_, _, losses) = self.0.forward_loss(&batch.images, &batch.targets);
         losses
     }
@@ -219,6 +224,9 @@ fn experiment_and_run_dir(args: &TrainArgs) -> Result<(Experiment, PathBuf)> {
                 experiment.train.seed
             );
         }
+        if args.teacher.is_some() {
+            bail!("--teacher cannot change the teacher of a run being resumed");
+        }
         if args.config.is_some() {
             println!(
                 "resuming with the experiment stored in {}/last.ckpt (--config only located the run)",
@@ -234,6 +242,12 @@ fn experiment_and_run_dir(args: &TrainArgs) -> Result<(Experiment, PathBuf)> {
     let mut experiment = Experiment::load(config)?;
     if let Some(seed) = args.seed {
         experiment.train.seed = seed;
+    }
+    if let Some(teacher) = &args.teacher {
+        if experiment.distill.is_none() {
+            bail!("--teacher is for `kdet distill` experiments (with a `[distill]` section)");
+        }
+        experiment.teacher = Some(teacher.clone());
     }
     experiment.absolutize_paths()?;
     let run_dir = args
@@ -255,8 +269,103 @@ fn eval_summary(report: &EvalReport) -> EvalSummary {
         })
 }
 
+/// What the run loop needs of a trained model besides [`TrainStep`]: the detector that is
+/// evaluated and exported (the model itself, or a distiller's student).
+pub trait RunModel: TrainStep {
+    fn detector(&self) -> &Detector;
+}
+
+impl RunModel for TrainableDetector {
+    fn detector(&self) -> &Detector {
+        &self.0
+    }
+}
+
+impl RunModel for Distiller {
+    fn detector(&self) -> &Detector {
+        &self.student
+    }
+}
+
+/// `kdet train`.
 pub fn run(args: TrainArgs) -> Result<()> {
     let (experiment, run_dir) = experiment_and_run_dir(&args)?;
+    if experiment.distill.is_some() {
+        bail!(
+            "the experiment has a `[distill]` section: run it with `kdet distill` (or remove the section and `teacher` to train without a teacher)"
+        );
+    }
+    run_loop(&args, experiment, run_dir, "kdet train", |e, device| {
+        Ok(TrainableDetector(e.model.init(device)))
+    })
+}
+
+/// `kdet distill`: trains the experiment's student with its `[distill]` recipe, the
+/// teacher being the `teacher` checkpoint.
+pub fn run_distill(args: TrainArgs) -> Result<()> {
+    let (experiment, run_dir) = experiment_and_run_dir(&args)?;
+    let (Some(teacher_path), Some(recipe)) = (&experiment.teacher, &experiment.distill) else {
+        bail!(
+            "`kdet distill` needs `teacher = \"RUN_DIR/last.ckpt\"` and a `[distill]` section in the experiment (use `kdet train` without them)"
+        );
+    };
+    let (teacher_path, recipe) = (teacher_path.clone(), recipe.clone());
+    run_loop(
+        &args,
+        experiment,
+        run_dir,
+        "kdet distill",
+        move |e, device| {
+            let teacher = load_teacher(&teacher_path, e)?;
+            let input = probe_size(e);
+            let student = e.model.init(device);
+            Distiller::new(student, teacher, &recipe, input)
+                .context("checking the `[distill]` recipe")
+        },
+    )
+}
+
+/// The teacher of a distillation: a `kdet train` checkpoint, built on the plain device
+/// (`Device::flex()`: no autodiff, BatchNorm on running statistics).
+pub fn load_teacher(path: &Path, student: &Experiment) -> Result<Detector> {
+    let ckpt =
+        Checkpoint::read(path).with_context(|| format!("`teacher`: reading {}", path.display()))?;
+    let teacher = crate::eval_cmd::experiment_of(&ckpt).context("`teacher`")?;
+    if teacher.distill.is_some() {
+        bail!(
+            "`teacher`: {} is a distilled student; use a `kdet train` checkpoint",
+            path.display()
+        );
+    }
+    if teacher.model.num_classes() != student.model.num_classes() {
+        bail!(
+            "`teacher`: {} detects {} classes, the student {}",
+            path.display(),
+            teacher.model.num_classes(),
+            student.model.num_classes()
+        );
+    }
+    ckpt.load_model(teacher.model.init(&Device::flex()))
+        .with_context(|| format!("`teacher`: loading {}", path.display()))
+}
+
+/// The padded input size the recipe is checked on: the built-in data's images, or a
+/// 320-pixel square for COCO data (strides, not sizes, decide whether levels align),
+/// rounded up to `data.size_divisor`.
+fn probe_size(e: &Experiment) -> ImageSize {
+    let side = e.data.synth.as_ref().map_or(320, |s| s.image_size as usize);
+    let d = e.data.size_divisor.max(1);
+    let side = side.div_ceil(d) * d;
+    ImageSize::new(side as u32, side as u32)
+}
+
+fn run_loop<M: RunModel>(
+    args: &TrainArgs,
+    experiment: Experiment,
+    run_dir: PathBuf,
+    command: &str,
+    build: impl FnOnce(&Experiment, &Device) -> Result<M>,
+) -> Result<()> {
     if let Some(s) = &experiment.data.synth {
         ensure_synth(s)?;
     }
@@ -302,7 +411,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let seed = experiment.train.seed;
     let device = Device::flex().autodiff();
     device.seed(seed);
-    let model = TrainableDetector(experiment.model.init(&device));
+    let model = build(&experiment, &device)?;
     let num_train = train.len();
     let loader = Loader::new(
         Arc::new(train),
@@ -325,7 +434,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             .with_experiment(json)
     };
     let mut config_text =
-        String::from("# The fully resolved experiment of this run (written by `kdet train`).\n");
+        format!("# The fully resolved experiment of this run (written by `{command}`).\n");
     config_text.push_str(&experiment.to_toml()?);
     kdet_data::image_io::write_atomic(&run_dir.join(CONFIG_FILE), config_text.as_bytes())?;
     if let Some(n) = args.max_steps {
@@ -350,7 +459,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .run_with_eval(|model, ctx| {
             let last = ctx.step == total;
             let limit = if last { None } else { periodic_images };
-            let evaluated = val.evaluate(&model.0, limit, last)?;
+            let evaluated = val.evaluate(model.detector(), limit, last)?;
             let summary = eval_summary(&evaluated.report);
             if last {
                 final_eval = Some(evaluated);
@@ -361,17 +470,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
     report_run(&summary, &run_dir);
     if !summary.finished {
         println!(
-            "stopped after step {} of {}; continue with: kdet train --resume --out {}",
+            "stopped after step {} of {}; continue with: {command} --resume --out {}",
             summary.step,
             summary.total_steps,
             run_dir.display()
         );
         return Ok(());
     }
-    let valid = trainer.model().valid();
+    let valid = trainer.model().detector().valid();
     let evaluated = match final_eval {
         Some(e) => e,
-        None => val.evaluate(&valid.0, None, true)?,
+        None => val.evaluate(&valid, None, true)?,
     };
     let crc = weights_crc32(&valid);
     write_final(&run_dir, &summary, &evaluated, &val, &paths.val_json, crc)?;

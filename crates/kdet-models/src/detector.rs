@@ -1,7 +1,7 @@
 //! The detector: backbone → FPN → dense head, with the typed taps KD needs.
 
 use burn::module::Module;
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use kdet_structures::{ImageBatch, ImageSize, Instances};
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +82,65 @@ impl DenseHead {
         test: &TestConfig,
     ) -> Vec<Instances> {
         dispatch!(self, h => h.predict(levels, priors, sizes, test))
+    }
+
+    /// Decoded boxes of every prior (input pixels, not clipped, detached), in prior order;
+    /// what post-processing decodes before thresholds and NMS (PGD's teacher boxes).
+    ///
+    /// # Shapes
+    /// - returns `[B, N, 4]` for `N = priors.len()`
+    pub fn decode_boxes(&self, levels: &[HeadLevel], priors: &Priors) -> Tensor<3> {
+        let levels: Vec<HeadLevel> = levels
+            .iter()
+            .map(|l| HeadLevel {
+                box_regression: l.box_regression.clone().detach(),
+                ..l.clone()
+            })
+            .collect();
+        match self {
+            DenseHead::Gfl(h) => {
+                crate::heads::gfl::inference::decode_boxes(&levels, priors, h.reg_max())
+            }
+            DenseHead::Atss(h) => crate::heads::atss::inference::decode_boxes(h, &levels, priors),
+            DenseHead::Fcos(_) => crate::heads::inference::decode_from_points(
+                crate::heads::inference::flat_box_regression(&levels, 4, priors),
+                priors,
+            ),
+            DenseHead::Retina(h) => crate::heads::inference::decode_on_anchors(
+                &h.config.coder,
+                crate::heads::inference::flat_box_regression(&levels, 4, priors),
+                priors,
+            ),
+        }
+    }
+
+    /// Number of object classes (`K`).
+    pub fn num_classes(&self) -> usize {
+        match self {
+            DenseHead::Gfl(h) => h.num_classes(),
+            DenseHead::Atss(h) => h.config.num_classes,
+            DenseHead::Fcos(h) => h.config.num_classes,
+            DenseHead::Retina(h) => h.config.num_classes,
+        }
+    }
+
+    /// GFL's `reg_max` (bins − 1 of the box-edge distributions); `None` for the families
+    /// that regress 4 numbers.
+    pub fn reg_max(&self) -> Option<usize> {
+        match self {
+            DenseHead::Gfl(h) => Some(h.reg_max()),
+            _ => None,
+        }
+    }
+
+    /// The family's name as in configs (`gfl`, `atss`, `fcos`, `retina`).
+    pub fn family(&self) -> &'static str {
+        match self {
+            DenseHead::Gfl(_) => "gfl",
+            DenseHead::Atss(_) => "atss",
+            DenseHead::Fcos(_) => "fcos",
+            DenseHead::Retina(_) => "retina",
+        }
     }
 }
 

@@ -286,6 +286,26 @@ impl Checkpoint {
             })
     }
 
+    /// [`Checkpoint::load_model`] into a module that holds only part of the checkpointed
+    /// one under the same paths (e.g. the `student` of a distillation run): parameters of
+    /// the record that `model` lacks are ignored; every parameter of `model` must be there.
+    pub fn load_submodel<M: Module>(&self, model: M) -> Result<M, TrainError> {
+        let record =
+            ModuleRecord::from_bytes(Bytes::from_bytes_vec(self.model.clone())).map_err(|e| {
+                TrainError::Record {
+                    path: self.path.clone(),
+                    what: "reading the model record",
+                    message: e.to_string(),
+                }
+            })?;
+        model
+            .try_load_record(record.allow_unused(true))
+            .map_err(|e| TrainError::Incompatible {
+                path: self.path.clone(),
+                what: format!("the model does not match the checkpoint's parameters: {e}"),
+            })
+    }
+
     /// Applies the optimizer record to a freshly built optimizer.
     pub fn load_optimizer(
         &self,

@@ -453,7 +453,7 @@ where
             .model
             .take()
             .expect("the model is present between steps");
-        let losses = model.losses(&batch);
+        let losses = model.losses(&batch, index);
         let scalars = losses.scalars();
         let checked = (|| {
             if let Some((name, v)) = scalars.iter().find(|(_, v)| !v.is_finite()) {

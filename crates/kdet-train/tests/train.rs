@@ -146,7 +146,7 @@ impl ToyNet {
 }
 
 impl TrainStep for ToyNet {
-    fn losses(&self, batch: &DetectionBatch) -> LossDict {
+    fn losses(&self, batch: &DetectionBatch, _step: u64) -> LossDict {
         if self.delay_ms > 0 {
             std::thread::sleep(std::time::Duration::from_millis(self.delay_ms));
         }
@@ -642,7 +642,7 @@ impl WideNet {
 }
 
 impl TrainStep for WideNet {
-    fn losses(&self, batch: &DetectionBatch) -> LossDict {
+    fn losses(&self, batch: &DetectionBatch, _step: u64) -> LossDict {
         let mut x = batch.images.images().clone();
         let last = self.convs.len() - 1;
         for (i, c) in self.convs.iter().enumerate() {
@@ -681,7 +681,7 @@ fn measure_loop_overhead_and_checkpoint() {
     for i in 0..steps as usize {
         let t0 = Instant::now();
         let total = model
-            .losses(&batches[i % batches.len()])
+            .losses(&batches[i % batches.len()], i as u64)
             .total()
             .expect("loss");
         let grads = GradientsParams::from_grads(total.clone().backward(), &model);

@@ -52,6 +52,7 @@ fn gfl_r50_fpn_1x_coco() -> Experiment {
     Experiment {
         pretrained: None,
         teacher: None,
+        distill: None,
         data: DataConfig {
             synth: None,
             train_json: coco("annotations/instances_train2017.json"),
@@ -113,6 +114,7 @@ fn synth_experiment(backbone: SmallResNetConfig, channels: usize) -> Experiment 
     Experiment {
         pretrained: None,
         teacher: None,
+        distill: None,
         data: DataConfig {
             synth: Some(SynthData {
                 root: PathBuf::from("data/synth"),

@@ -9,16 +9,16 @@ use std::process::Output;
 
 use crate::kdet;
 
-fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Runs `kdet ARGS`, asserts success, returns stdout.
-fn ok(args: &[&str]) -> String {
+pub(crate) fn ok(args: &[&str]) -> String {
     let out = kdet(args);
     assert!(
         out.status.success(),
@@ -30,7 +30,7 @@ fn ok(args: &[&str]) -> String {
 }
 
 /// Runs `kdet ARGS`, asserts failure with exit code 1, returns stderr.
-fn fails(args: &[&str]) -> String {
+pub(crate) fn fails(args: &[&str]) -> String {
     let out = kdet(args);
     assert_eq!(
         out.status.code(),
@@ -42,23 +42,23 @@ fn fails(args: &[&str]) -> String {
     stderr(&out)
 }
 
-fn s(p: &Path) -> String {
+pub(crate) fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-fn table<'a>(t: &'a mut toml::Table, key: &str) -> &'a mut toml::Table {
+pub(crate) fn table<'a>(t: &'a mut toml::Table, key: &str) -> &'a mut toml::Table {
     t.get_mut(key)
         .and_then(|v| v.as_table_mut())
         .unwrap_or_else(|| panic!("no table `{key}`"))
 }
 
-fn inline(text: &str) -> toml::Value {
+pub(crate) fn inline(text: &str) -> toml::Value {
     toml::Value::Table(toml::from_str(text).expect("a TOML table"))
 }
 
 /// The narrow student preset shrunk to a test: synthetic data generated under
 /// `dir/synth`, batch 2, 4 steps (2 per epoch), evaluation and checkpoints every 2 steps.
-fn tiny_config(dir: &Path) -> PathBuf {
+pub(crate) fn tiny_config(dir: &Path) -> PathBuf {
     let printed = ok(&["config", "print", "--preset", "gfl_synth_student_narrow"]);
     let mut t: toml::Table = toml::from_str(&printed).expect("printed TOML parses");
     let data = table(&mut t, "data");
@@ -90,7 +90,7 @@ fn tiny_config(dir: &Path) -> PathBuf {
 }
 
 /// The `weights crc32 XXXXXXXX` value printed at the end of a run or an evaluation.
-fn crc(stdout: &str) -> String {
+pub(crate) fn crc(stdout: &str) -> String {
     stdout
         .lines()
         .find_map(|l| l.split("weights crc32 ").nth(1))
@@ -100,7 +100,7 @@ fn crc(stdout: &str) -> String {
 }
 
 /// The 12 printed stats.
-fn printed_stats(stdout: &str) -> Vec<f64> {
+pub(crate) fn printed_stats(stdout: &str) -> Vec<f64> {
     let v: Vec<f64> = stdout
         .lines()
         .filter(|l| l.contains("maxDets="))
@@ -115,7 +115,7 @@ fn printed_stats(stdout: &str) -> Vec<f64> {
     v
 }
 
-fn read_json(path: &Path) -> serde_json::Value {
+pub(crate) fn read_json(path: &Path) -> serde_json::Value {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).expect("JSON")
@@ -123,9 +123,9 @@ fn read_json(path: &Path) -> serde_json::Value {
 
 /// `(step, losses, total)` of the training lines of `metrics.jsonl`, and the steps of the
 /// evaluation lines.
-type TrainLine = (u64, serde_json::Value, serde_json::Value);
+pub(crate) type TrainLine = (u64, serde_json::Value, serde_json::Value);
 
-fn metrics(run: &Path) -> (Vec<TrainLine>, Vec<u64>) {
+pub(crate) fn metrics(run: &Path) -> (Vec<TrainLine>, Vec<u64>) {
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).expect("metrics.jsonl");
     let mut train = Vec::new();
     let mut evals = Vec::new();
@@ -308,7 +308,7 @@ fn config_errors_name_the_key_or_the_path() {
     let reserved = write("reserved.toml", &format!("teacher = \"t.ckpt\"\n{text}"));
     let err = fails(&["config", "print", "--config", &reserved]);
     assert!(
-        err.contains("teacher") && err.contains("not supported yet"),
+        err.contains("teacher") && err.contains("[distill]"),
         "{err}"
     );
 

@@ -1,0 +1,194 @@
+//! `kdet distill` end to end on tiny generated data: a 4-step teacher, a student distilled
+//! from it with LD + FGD + PKD (KD terms and timings logged, the final evaluation and
+//! `kdet eval --checkpoint` agree on the student's weights), exact resume, the errors a
+//! user meets, and every shipped recipe parses.
+
+use std::path::{Path, PathBuf};
+
+use crate::train::{crc, fails, metrics, ok, read_json, s, tiny_config};
+
+/// `tiny.toml` + a teacher checkpoint + a recipe, as `distill.toml` in `dir`.
+fn distill_config(dir: &Path, teacher: &Path, recipe: &str) -> PathBuf {
+    let path = dir.join("distill.toml");
+    let text = format!(
+        "extends = \"tiny.toml\"\nteacher = {:?}\n\n[distill]\n{recipe}",
+        s(teacher)
+    );
+    std::fs::write(&path, text).expect("write the recipe");
+    path
+}
+
+const RECIPE: &str = r#"inherit = false
+
+[[distill.losses]]
+loss = { type = "ld", ld_weight = 0.1 }
+
+[[distill.losses]]
+loss = { type = "fgd" }
+
+[[distill.losses]]
+loss = { type = "pkd" }
+weight = 6.0
+schedule = { warmup_iterations = 2 }
+"#;
+
+/// A trained 4-step teacher in `dir/teacher`.
+fn teacher(dir: &Path) -> PathBuf {
+    let config = tiny_config(dir);
+    let run = dir.join("teacher");
+    ok(&["train", "--config", &s(&config), "--out", &s(&run)]);
+    run.join("last.ckpt")
+}
+
+#[test]
+fn distill_logs_kd_terms_and_eval_checkpoint_scores_the_student() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let teacher = teacher(dir.path());
+    let config = distill_config(dir.path(), &teacher, RECIPE);
+    let run = dir.path().join("run");
+    let out = ok(&["distill", "--config", &s(&config), "--out", &s(&run)]);
+    let (train, evals) = metrics(&run);
+    assert_eq!(evals, vec![2, 4]);
+    for (step, losses, _) in &train {
+        for term in [
+            "loss_cls",
+            "kd.ld.ld",
+            "kd.ld.vlr",
+            "kd.ld.kd",
+            "kd.fgd.fg",
+            "kd.fgd.bg",
+            "kd.fgd.attention",
+            "kd.fgd.global",
+            "time.teacher_ms",
+            "time.kd_ms",
+        ] {
+            assert!(
+                losses[term].as_f64().is_some(),
+                "step {step}: {term} in {losses}"
+            );
+        }
+        // PKD warms up over 2 steps: factor 0 at step index 0, so not computed there.
+        assert_eq!(
+            losses.get("kd.pkd").is_some(),
+            *step > 1,
+            "step {step}: {losses}"
+        );
+    }
+    let trained = crc(&out);
+    assert_eq!(
+        read_json(&run.join("eval.json"))["weights_crc32"],
+        trained.as_str()
+    );
+    // The checkpoint holds the distillation modules too; eval loads the student alone.
+    let printed = ok(&[
+        "eval",
+        "--checkpoint",
+        &s(&run.join("last.ckpt")),
+        "--data",
+        &s(&dir.path().join("synth")),
+    ]);
+    assert_eq!(crc(&printed), trained);
+    // The stored config names the teacher and the recipe.
+    let resolved = std::fs::read_to_string(run.join("config.toml")).expect("config.toml");
+    assert!(
+        resolved.contains("kdet distill") && resolved.contains("[distill]"),
+        "{resolved}"
+    );
+    assert!(resolved.contains(&s(&teacher)), "{resolved}");
+}
+
+#[test]
+fn a_resumed_distillation_ends_with_the_uninterrupted_weights() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let teacher = teacher(dir.path());
+    let config = distill_config(dir.path(), &teacher, RECIPE);
+    let straight = dir.path().join("straight");
+    let want = crc(&ok(&[
+        "distill",
+        "--config",
+        &s(&config),
+        "--out",
+        &s(&straight),
+    ]));
+    let run = dir.path().join("stopped");
+    let first = ok(&[
+        "distill",
+        "--config",
+        &s(&config),
+        "--out",
+        &s(&run),
+        "--max-steps",
+        "1",
+    ]);
+    assert!(first.contains("kdet distill --resume"), "{first}");
+    let last = ok(&["distill", "--resume", "--out", &s(&run)]);
+    assert_eq!(crc(&last), want);
+    let strip = |m: (Vec<crate::train::TrainLine>, Vec<u64>)| -> Vec<(u64, serde_json::Value)> {
+        // Timings differ between runs; everything else must not.
+        m.0.into_iter()
+            .map(|(step, mut losses, total)| {
+                let obj = losses.as_object_mut().expect("losses");
+                obj.retain(|k, _| !k.starts_with("time."));
+                (step, serde_json::json!({"losses": losses, "total": total}))
+            })
+            .collect()
+    };
+    assert_eq!(strip(metrics(&run)), strip(metrics(&straight)));
+}
+
+#[test]
+fn distill_errors_name_the_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = tiny_config(dir.path());
+    let missing = dir.path().join("nowhere/last.ckpt");
+    let config = distill_config(dir.path(), &missing, RECIPE);
+    let run = s(&dir.path().join("run"));
+    // `kdet train` refuses a recipe; `kdet distill` needs one.
+    let e = fails(&["train", "--config", &s(&config), "--out", &run]);
+    assert!(e.contains("kdet distill"), "{e}");
+    let e = fails(&["distill", "--config", &s(&base), "--out", &run]);
+    assert!(e.contains("[distill]"), "{e}");
+    // A missing teacher checkpoint is named.
+    let e = fails(&["distill", "--config", &s(&config), "--out", &run]);
+    assert!(e.contains("`teacher`") && e.contains("nowhere"), "{e}");
+    // A recipe that does not fit the detectors names its entry.
+    let teacher = teacher(dir.path());
+    let bad = distill_config(
+        dir.path(),
+        &teacher,
+        "[[distill.losses]]\nloss = { type = \"pkd\" }\nlevels = [7]\n",
+    );
+    let e = fails(&["distill", "--config", &s(&bad), "--out", &run]);
+    assert!(
+        e.contains("distill.losses[0] (pkd)") && e.contains("level 7"),
+        "{e}"
+    );
+    // Unknown loss settings are named.
+    let bad = distill_config(
+        dir.path(),
+        &teacher,
+        "[[distill.losses]]\nloss = { type = \"fgd\", alpha = 1.0 }\n",
+    );
+    let e = fails(&["distill", "--config", &s(&bad), "--out", &run]);
+    assert!(e.contains("`alpha`") && e.contains("alpha_fg"), "{e}");
+}
+
+#[test]
+fn shipped_recipes_parse_and_validate() {
+    let configs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/distill");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&configs).expect("configs/distill") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let printed = ok(&["config", "print", "--config", &s(&path)]);
+        assert!(
+            printed.contains("[distill]") && printed.contains("teacher"),
+            "{}",
+            path.display()
+        );
+        n += 1;
+    }
+    assert!(n >= 8, "{n} recipes");
+}

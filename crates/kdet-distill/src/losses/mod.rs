@@ -1,0 +1,38 @@
+//! The KD loss zoo, one file per method. Each file holds the pure tensor functions of its
+//! method (student tap, teacher tap, context -> scalar terms) with its golden-value,
+//! zero-when-identical and gradient tests; the [`crate::Distiller`] wires them to taps
+//! according to a recipe.
+//!
+//! Conventions shared by every loss here:
+//! - Student tensors live on the autodiff device; teacher tensors on the plain device
+//!   (`Device::flex()`), so they are constants in the student's graph by construction
+//!   (burn treats a non-autodiff operand as a constant). The functions never call
+//!   `backward` and never build anything on the teacher's side that needs a gradient,
+//!   except where a method has trainable teacher-side modules (FGD's GcBlock), which take
+//!   the teacher feature as a constant input.
+//! - Returned values are `[1]` scalars *without* the recipe weight; the distiller
+//!   multiplies by the entry's weight and schedule factor.
+//! - Geometry (`KdTargets`) is in the batch's resized input pixels, as the task loss.
+
+pub mod cwd;
+pub mod fgd;
+pub mod fitnet;
+pub mod frs;
+pub mod kd;
+pub mod ld;
+pub mod pgd;
+pub mod pkd;
+
+use kdet_structures::{ImageSize, Instances};
+
+/// Ground truth and batch geometry a KD loss may need (FGD/PGD masks, LD's VLR).
+#[derive(Debug, Clone, Copy)]
+pub struct KdTargets<'a> {
+    /// Ground truth per image, boxes xyxy in the resized image's pixels (the same
+    /// coordinates as the task loss and the priors).
+    pub gt: &'a [Instances],
+    /// Each image's resized extent inside the padded batch (mmdet `img_shape`).
+    pub image_sizes: &'a [ImageSize],
+    /// The padded batch size (mmdet `batch_input_shape`).
+    pub padded_size: ImageSize,
+}

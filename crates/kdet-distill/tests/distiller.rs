@@ -1,0 +1,375 @@
+//! The Distiller end to end on tiny detectors: every method trains the student and its
+//! distillation modules and never the teacher; wiring errors name the entry; the student
+//! of a distillation record loads alone.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::{Device, Distribution, Tensor};
+use kdet_distill::distiller::{DistilledStudent, Distiller};
+use kdet_distill::recipe::RecipeConfig;
+use kdet_models::heads::fcos::FcosHeadConfig;
+use kdet_models::{Detector, DetectorConfig, HeadConfig};
+use kdet_structures::{Boxes, ImageBatch, ImageSize, Instances};
+
+const SIZE: u32 = 64;
+
+/// A tiny GFL detector: SmallResNet of `width`, FPN P3-P5 of `neck` channels, a GFL head
+/// of 16 channels (reg_max 4), 3 classes.
+fn config(width: usize, neck: usize) -> DetectorConfig {
+    let text = format!(
+        r#"
+[backbone]
+type = "small_resnet"
+stem_channels = {width}
+widths = [{width}, {width}, {w2}, {w2}]
+depths = [1, 1, 1, 1]
+norm = "batch"
+out_indices = [1, 2, 3]
+
+[neck]
+out_channels = {neck}
+num_outs = 3
+extra_from = "output"
+relu_before_extra_convs = false
+
+[head]
+type = "gfl"
+num_classes = 3
+in_channels = {neck}
+feat_channels = 16
+stacked_convs = 2
+reg_max = 4
+prior_prob = 0.01
+init_std = 0.01
+norm = {{ Group = 4 }}
+anchor = {{ strides = [8, 16, 32], ratios = [1.0], octave_base_scale = 2.0, scales_per_octave = 1, center_offset = 0.0 }}
+assigner = {{ topk = 9 }}
+loss_cls = {{ beta = 2.0, loss_weight = 1.0 }}
+loss_dfl = {{ loss_weight = 0.25 }}
+loss_bbox = {{ loss_weight = 2.0 }}
+
+[test]
+score_threshold = 0.05
+pre_nms_top_k = 1000
+iou_threshold = 0.6
+max_detections = 100
+"#,
+        w2 = 2 * width
+    );
+    let config: DetectorConfig = toml::from_str(&text).expect("the test config parses");
+    config.validate().expect("the test config is valid");
+    config
+}
+
+fn recipe(text: &str) -> RecipeConfig {
+    toml::from_str(text).expect("the test recipe parses")
+}
+
+fn size() -> ImageSize {
+    ImageSize::new(SIZE, SIZE)
+}
+
+/// Two 64x64 images (the second padded: its content is 48 wide) with 2 and 1 objects.
+fn batch(device: &Device) -> (ImageBatch, Vec<Instances>) {
+    let images = Tensor::<4>::random(
+        [2, 3, SIZE as usize, SIZE as usize],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    );
+    let sizes = vec![size(), ImageSize::new(SIZE, 48)];
+    let batch = ImageBatch::new(images, sizes.clone(), sizes.clone()).expect("batch");
+    let targets = vec![
+        Instances::new(
+            sizes[0],
+            Boxes::new(vec![[4.0, 6.0, 30.0, 40.0], [36.0, 30.0, 60.0, 62.0]]),
+            vec![0, 2],
+        )
+        .expect("targets"),
+        Instances::new(sizes[1], Boxes::new(vec![[10.0, 8.0, 40.0, 28.0]]), vec![1])
+            .expect("targets"),
+    ];
+    (batch, targets)
+}
+
+fn crc<M: Module>(m: &M) -> (u32, usize) {
+    struct Crc(crc32fast::Hasher, usize);
+    impl ModuleVisitor for Crc {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.update(param.val().into_data().as_bytes());
+            self.1 += 1;
+        }
+    }
+    let mut c = Crc(crc32fast::Hasher::new(), 0);
+    m.visit(&mut c);
+    (c.0.finalize(), c.1)
+}
+
+/// Sum of |grad| over a module's parameters that have one, and how many have one.
+fn grad_mass<M: Module>(m: &M, grads: &burn::tensor::Gradients) -> (f64, usize) {
+    struct G<'a>(&'a burn::tensor::Gradients, f64, usize);
+    impl ModuleVisitor for G<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = param.val().grad(self.0) {
+                self.1 += g.abs().sum().into_scalar::<f32>() as f64;
+                self.2 += 1;
+            }
+        }
+    }
+    let mut g = G(grads, 0.0, 0);
+    m.visit(&mut g);
+    (g.1, g.2)
+}
+
+const ALL_METHODS: &str = r#"
+inherit = true
+[[losses]]
+loss = { type = "logit_kd" }
+[[losses]]
+loss = { type = "fitnet" }
+connector = "conv1x1"
+[[losses]]
+loss = { type = "cwd" }
+student = "cls_tower"
+[[losses]]
+loss = { type = "pkd" }
+levels = [0, 2]
+[[losses]]
+loss = { type = "fgd" }
+[[losses]]
+loss = { type = "ld" }
+[[losses]]
+loss = { type = "frs" }
+connector = "conv3x3"
+schedule = { warmup_iterations = 2 }
+[[losses]]
+loss = { type = "pgd", topk = 5 }
+"#;
+
+#[test]
+fn every_method_trains_the_student_and_its_modules_and_never_the_teacher() {
+    let plain = Device::flex();
+    let device = Device::flex().autodiff();
+    device.seed(3);
+    let teacher = config(16, 16).init(&plain);
+    let student = config(8, 16).init(&device);
+    let teacher_before = crc(&teacher);
+    let mut distiller =
+        Distiller::new(student, teacher, &recipe(ALL_METHODS), size()).expect("valid recipe");
+    let student_before = crc(&distiller.student);
+    let mut optim = AdamWConfig::new().init();
+    let (images, targets) = batch(&device);
+    let mut logged = Vec::new();
+    for step in 0..3u64 {
+        let losses = distiller.step_losses(&images, &targets, step);
+        let scalars = losses.scalars();
+        for (name, v) in &scalars {
+            assert!(v.is_finite(), "step {step}: {name} = {v}");
+        }
+        if step == 1 {
+            logged = scalars.iter().map(|(n, _)| n.clone()).collect();
+        }
+        let total = losses.total().expect("losses");
+        let grads = total.backward();
+        if step == 1 {
+            // Every entry's trainable modules get gradients: connectors (FitNets 1x1,
+            // FRS 3x3) and FGD's GcBlocks on both sides (at init only their zero-initialised
+            // last convs can: R(F) = F + W2(...) with W2 = 0).
+            for (i, entry) in distiller.entries.iter().enumerate() {
+                let (mass, count) = grad_mass(entry, &grads);
+                let (_, params) = crc(entry);
+                assert_eq!(
+                    count > 0,
+                    params > 0,
+                    "entry {i}: {count} of {params} with grads"
+                );
+                if params > 0 {
+                    assert!(mass > 0.0, "entry {i}: zero gradients");
+                }
+            }
+            let fgd = distiller.entries[4].fgd.as_ref().expect("fgd modules");
+            for level in &fgd.levels {
+                for side in [&level.student, &level.teacher] {
+                    let (mass, _) = grad_mass(side, &grads);
+                    assert!(mass > 0.0, "a GcBlock has no gradient");
+                }
+            }
+            let (mass, _) = grad_mass(&distiller.student, &grads);
+            assert!(mass > 0.0);
+        }
+        let grads = GradientsParams::from_grads(grads, &distiller);
+        distiller = optim.step(1e-3, distiller, grads);
+    }
+    for name in [
+        "kd.logit_kd",
+        "kd.fitnet",
+        "kd.cwd",
+        "kd.pkd",
+        "kd.fgd.fg",
+        "kd.fgd.bg",
+        "kd.fgd.attention",
+        "kd.fgd.global",
+        "kd.ld.ld",
+        "kd.ld.vlr",
+        "kd.ld.kd",
+        "kd.frs.feature",
+        "kd.frs.cls",
+        "kd.pgd.cls_fg",
+        "kd.pgd.reg",
+        "time.teacher_ms",
+        "time.kd_ms",
+    ] {
+        assert!(
+            logged.iter().any(|n| n == name),
+            "{name} not logged: {logged:?}"
+        );
+    }
+    assert_ne!(
+        crc(&distiller.student),
+        student_before,
+        "the student trained"
+    );
+    let teacher = distiller.teacher().expect("teacher");
+    assert_eq!(
+        crc(teacher),
+        teacher_before,
+        "the teacher's weights are bitwise unchanged"
+    );
+}
+
+#[test]
+fn inherit_copies_neck_and_head_and_keeps_them_trainable() {
+    let plain = Device::flex();
+    let device = Device::flex().autodiff();
+    let teacher = config(16, 16).init(&plain);
+    let (neck, head) = (crc(&teacher.neck), crc(&teacher.head));
+    let student = config(8, 16).init(&device);
+    assert_ne!(crc(&student.neck), neck);
+    let r = recipe("inherit = true\n[[losses]]\nloss = { type = \"pkd\" }\n");
+    let d = Distiller::new(student, teacher, &r, size()).expect("valid");
+    assert_eq!(crc(&d.student.head), head);
+    // The FPN lateral convs read backbones of different widths (8/16 vs 16/32 channels):
+    // they stay at their initial values and are reported; the rest of the neck is copied.
+    let skipped = d.not_inherited();
+    assert_eq!(skipped.len(), 3, "{skipped:?}");
+    assert!(
+        skipped.iter().all(|p| p.starts_with("neck.lateral")),
+        "{skipped:?}"
+    );
+    assert_ne!(crc(&d.student.neck), neck);
+    let teacher2 = config(16, 16).init(&plain);
+    let neck2 = crc(&teacher2.neck);
+    let same = Distiller::new(config(16, 16).init(&device), teacher2, &r, size()).expect("valid");
+    assert!(same.not_inherited().is_empty());
+    assert_eq!(crc(&same.student.neck), neck2);
+    let (images, targets) = batch(&device);
+    let grads = d
+        .step_losses(&images, &targets, 0)
+        .total()
+        .expect("loss")
+        .backward();
+    let (mass, count) = grad_mass(&d.student.neck, &grads);
+    assert!(count > 0 && mass > 0.0, "inherited neck trains");
+
+    // A head of another width cannot be inherited.
+    let other = config(8, 32).init(&device);
+    let r =
+        recipe("inherit = true\n[[losses]]\nloss = { type = \"pkd\" }\nconnector = \"conv1x1\"\n");
+    let err = Distiller::new(other, config(16, 16).init(&plain), &r, size())
+        .expect_err("mismatched head");
+    assert!(
+        err.to_string().contains("inherit") && err.to_string().contains("head"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wiring_errors_name_the_entry() {
+    let plain = Device::flex();
+    let device = Device::flex().autodiff();
+    let err_of = |student: Detector, teacher: Detector, text: &str| {
+        Distiller::new(student, teacher, &recipe(text), size())
+            .expect_err("invalid wiring")
+            .to_string()
+    };
+    // Channel mismatch without a connector.
+    let e = err_of(
+        config(8, 8).init(&device),
+        config(16, 16).init(&plain),
+        "[[losses]]\nname = \"feat\"\nloss = { type = \"fitnet\" }\n",
+    );
+    assert!(
+        e.contains("losses[0] (feat)") && e.contains("connector"),
+        "{e}"
+    );
+    // A level that does not exist.
+    let e = err_of(
+        config(8, 16).init(&device),
+        config(16, 16).init(&plain),
+        "[[losses]]\nloss = { type = \"pkd\" }\nlevels = [0, 5]\n",
+    );
+    assert!(
+        e.contains("losses[0] (pkd)") && e.contains("level 5"),
+        "{e}"
+    );
+    // LD needs GFL heads on both sides.
+    let mut fcos = config(16, 16);
+    fcos.head = HeadConfig::Fcos(FcosHeadConfig::synth_128(3, 16));
+    let e = err_of(
+        config(8, 16).init(&device),
+        fcos.init(&plain),
+        "[[losses]]\nloss = { type = \"ld\" }\n",
+    );
+    assert!(e.contains("losses[0] (ld)") && e.contains("gfl"), "{e}");
+    // Fixed-tap methods refuse tap settings.
+    let bad: Result<RecipeConfig, _> =
+        toml::from_str("[[losses]]\nloss = { type = \"ld\" }\nstudent = \"neck\"\n");
+    let e = bad.expect("parses").validate().expect_err("fixed taps");
+    assert!(e.contains("remove `student`"), "{e}");
+    // Unknown settings of a loss are named; left-out ones take the paper defaults.
+    let bad: Result<RecipeConfig, _> =
+        toml::from_str("[[losses]]\nloss = { type = \"ld\", ld_temprature = 3 }\n");
+    let e = bad.expect_err("unknown key").to_string();
+    assert!(
+        e.contains("ld_temprature") && e.contains("ld_temperature"),
+        "{e}"
+    );
+    let ok = recipe("[[losses]]\nloss = { type = \"ld\", kd_weight = 3 }\n");
+    match &ok.losses[0].loss {
+        kdet_distill::recipe::KdLossConfig::Ld(c) => {
+            assert_eq!((c.kd_weight, c.ld_temperature), (3.0, 10.0));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_distillation_record_loads_into_the_student_alone() {
+    let plain = Device::flex();
+    let device = Device::flex().autodiff();
+    let r = recipe(
+        "[[losses]]\nloss = { type = \"fgd\" }\n[[losses]]\nloss = { type = \"fitnet\" }\nconnector = \"conv1x1\"\n",
+    );
+    let d = Distiller::new(
+        config(8, 16).init(&device),
+        config(16, 16).init(&plain),
+        &r,
+        size(),
+    )
+    .expect("valid");
+    let expected = crc(&d.student);
+    let record = d.into_record();
+    let loaded = DistilledStudent {
+        student: config(8, 16).init(&plain),
+    }
+    .try_load_record(record.clone().allow_unused(true))
+    .expect("the student's parameters are all there");
+    assert_eq!(crc(&loaded.student), expected);
+    // Without allow_unused the distillation modules' parameters are reported.
+    assert!(
+        DistilledStudent {
+            student: config(8, 16).init(&plain),
+        }
+        .try_load_record(record)
+        .is_err()
+    );
+}

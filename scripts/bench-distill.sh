@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The distillation benchmark on the built-in data (issue #5): the GFL student baseline and
+# the student distilled with each method, same schedule, seeds, data order and val split,
+# and the table "## Distillation on the built-in data" in docs/benchmarks.md.
+#
+#   bash scripts/bench-distill.sh                       # methods ld fgd pkd, seeds 0 1 2
+#   METHODS="ld" SEEDS="0" bash scripts/bench-distill.sh
+#
+# The baseline cells are the student runs of scripts/bench-pair.sh
+# (runs/bench/gfl_synth_student-seed<S>, trained here if missing); the teacher is the
+# seed-0 teacher of that script (runs/bench/gfl_synth_teacher-seed0, trained here if
+# missing) for every student seed. Distilled runs go to
+# runs/bench/distill/<method>-seed<S>/ with configs/distill/<method>_gfl_synth.toml.
+#
+# Resumable: a finished cell (its eval.json exists) is skipped, an interrupted one continues
+# from its last checkpoint, so the work can span sessions.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+seeds=${SEEDS:-"0 1 2"}
+methods=${METHODS:-"ld fgd pkd"}
+cargo build --release --quiet
+mkdir -p runs/bench/distill
+# A private copy: rebuilding the workspace meanwhile cannot swap the binary between cells.
+cp target/release/kdet runs/bench/distill/.kdet
+bin="$root/runs/bench/distill/.kdet"
+
+train_cell() { # config out seed
+  if [ -f "$2/eval.json" ]; then
+    echo "== $2: done, skipped"
+  elif [ -f "$2/last.ckpt" ]; then
+    echo "== $2: resuming"
+    "$bin" train --config "configs/$1.toml" --out "$2" --resume
+  else
+    echo "== $2: training"
+    "$bin" train --config "configs/$1.toml" --out "$2" --seed "$3"
+  fi
+}
+
+teacher=runs/bench/gfl_synth_teacher-seed0
+train_cell gfl_synth_teacher "$teacher" 0
+for seed in $seeds; do
+  train_cell gfl_synth_student "runs/bench/gfl_synth_student-seed$seed" "$seed"
+done
+for method in $methods; do
+  for seed in $seeds; do
+    out="runs/bench/distill/$method-seed$seed"
+    if [ -f "$out/eval.json" ]; then
+      echo "== $out: done, skipped"
+    elif [ -f "$out/last.ckpt" ]; then
+      echo "== $out: resuming"
+      "$bin" distill --out "$out" --resume
+    else
+      echo "== $out: distilling"
+      "$bin" distill --config "configs/distill/${method}_gfl_synth.toml" \
+        --teacher "$teacher/last.ckpt" --seed "$seed" --out "$out"
+    fi
+  done
+done
+python3 "$root/scripts/bench/distill_table.py" runs/bench docs/benchmarks.md $methods

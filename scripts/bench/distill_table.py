@@ -1,0 +1,138 @@
+"""Writes the "## Distillation on the built-in data" section of docs/benchmarks.md from
+runs/bench/gfl_synth_student-seed<S> (baseline) and runs/bench/distill/<method>-seed<S>
+(standard library only).
+
+Usage: python3 distill_table.py RUNS_DIR BENCHMARKS_MD METHOD [METHOD ...]
+
+Gain = mean AP of the method minus mean AP of the baseline over the seeds both have;
+pooled std = sqrt((s_method^2 + s_baseline^2) / 2) of the AP sample standard deviations.
+Extra time per step = median seconds per step of the method's run minus the baseline's
+(from the 25-step logging intervals of metrics.jsonl); teacher / KD ms = the mean of the
+logged `time.teacher_ms` / `time.kd_ms` (teacher forward; KD terms' forward).
+"""
+import json
+import math
+import platform
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+STATS = ["AP", "AP50", "AP75", "APs"]
+BEGIN = "## Distillation on the built-in data"
+
+
+def load(run: Path):
+    if not (run / "eval.json").exists():
+        return None
+    stats = json.loads((run / "eval.json").read_text())["report"]["stats"][:4]
+    steps, times, teacher, kd = [], [], [], []
+    prev = None
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "elapsed_s" not in rec:
+            continue
+        if prev is not None and rec["step"] > prev[0] and rec["elapsed_s"] > prev[1]:
+            times.append((rec["elapsed_s"] - prev[1]) / (rec["step"] - prev[0]))
+        prev = (rec["step"], rec["elapsed_s"])
+        losses = rec.get("losses", {})
+        if "time.teacher_ms" in losses:
+            teacher.append(losses["time.teacher_ms"])
+            kd.append(losses["time.kd_ms"])
+    return {
+        "stats": stats,
+        "step_s": statistics.median(times) if times else None,
+        "teacher_ms": statistics.mean(teacher) if teacher else None,
+        "kd_ms": statistics.mean(kd) if kd else None,
+    }
+
+
+def mean_std(values):
+    if not values:
+        return None, None
+    m = statistics.mean(values)
+    s = statistics.stdev(values) if len(values) > 1 else None
+    return m, s
+
+
+def fmt(values, scale=100.0):
+    m, s = mean_std(values)
+    if m is None:
+        return "n/a"
+    return f"{m * scale:.1f}" if s is None else f"{m * scale:.1f} ± {s * scale:.1f}"
+
+
+def main() -> None:
+    runs, md, methods = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+    seeds = sorted({p.name.rsplit("seed", 1)[1] for p in runs.glob("gfl_synth_student-seed*")})
+    base = {s: load(runs / f"gfl_synth_student-seed{s}") for s in seeds}
+    base = {s: r for s, r in base.items() if r}
+    rows = []
+    for method in ["baseline"] + methods:
+        if method == "baseline":
+            cells = base
+        else:
+            cells = {}
+            for s in base:
+                r = load(runs / "distill" / f"{method}-seed{s}")
+                if r:
+                    cells[s] = r
+        if not cells:
+            rows.append(f"| {method} | – | n/a | n/a | n/a | n/a | | | | | |")
+            continue
+        used = sorted(cells)
+        cols = [fmt([cells[s]["stats"][i] for s in used]) for i in range(4)]
+        gain, ratio, extra, teacher, kd = "", "", "", "", ""
+        if method != "baseline":
+            ap_m, sd_m = mean_std([cells[s]["stats"][0] for s in used])
+            ap_b, sd_b = mean_std([base[s]["stats"][0] for s in used])
+            gain = f"{(ap_m - ap_b) * 100:+.1f}"
+            if sd_m is not None and sd_b is not None:
+                pooled = math.sqrt((sd_m**2 + sd_b**2) / 2)
+                ratio = f"{(ap_m - ap_b) / pooled:.1f}" if pooled > 0 else "inf"
+            steps = [cells[s]["step_s"] - base[s]["step_s"] for s in used
+                     if cells[s]["step_s"] and base[s]["step_s"]]
+            if steps:
+                extra = f"{statistics.mean(steps) * 1000:+.0f}"
+            tms = [cells[s]["teacher_ms"] for s in used if cells[s]["teacher_ms"] is not None]
+            kms = [cells[s]["kd_ms"] for s in used if cells[s]["kd_ms"] is not None]
+            teacher = f"{statistics.mean(tms):.0f}" if tms else ""
+            kd = f"{statistics.mean(kms):.0f}" if kms else ""
+        rows.append(
+            f"| {method} | {', '.join(used)} | " + " | ".join(cols)
+            + f" | {gain} | {ratio} | {extra} | {teacher} | {kd} |"
+        )
+    cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    section = [
+        BEGIN,
+        "",
+        "The GFL student of the main synthetic pair (`configs/gfl_synth_student.toml`) trained",
+        "alone (baseline) and distilled from the seed-0 teacher with each method",
+        "(`configs/distill/<method>_gfl_synth.toml`): same schedule (2000 steps), seeds, data",
+        "order and val split (250 images; box AP ×100, mean ± sample std over seeds).",
+        "Gain = method mean AP − baseline mean AP; gain/σ divides it by the pooled standard",
+        "deviation. Extra ms/step = median step time minus the baseline's (wall clock; the",
+        "machine may have been shared, see below); teacher / KD ms = logged mean time of the",
+        "teacher forward and of the KD terms' forward per step.",
+        f"Machine: {cpu} cores, {platform.machine()}. Produced by `bash scripts/bench-distill.sh`",
+        "(resumable; `METHODS=\"ld\" SEEDS=\"0\"` for one cell).",
+        "",
+        "| method | seeds | AP | AP50 | AP75 | APs | gain | gain/σ | extra ms/step | teacher ms | KD ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+    ]
+    text = md.read_text() if md.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"{re.escape(BEGIN)}\n.*?(?=\n## |\Z)", re.S)
+    new = "\n".join(section)
+    if pattern.search(text):
+        text = pattern.sub(new.rstrip("\n"), text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + new
+    md.write_text(text.rstrip("\n") + "\n")
+    print(new)
+
+
+if __name__ == "__main__":
+    main()
