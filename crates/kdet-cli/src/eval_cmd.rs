@@ -193,8 +193,8 @@ pub(crate) fn write_json(
 
 // ------------------------------------------------------------------ checkpoint mode
 
-/// `kdet eval --checkpoint`.
-fn eval_checkpoint(args: &EvalArgs, checkpoint: &Path) -> Result<()> {
+/// A checkpoint (file or run directory) with its stored experiment.
+pub(crate) fn read_checkpoint(checkpoint: &Path) -> Result<(Checkpoint, Experiment)> {
     let path = if checkpoint.is_dir() {
         last_checkpoint_path(checkpoint)
     } else {
@@ -202,6 +202,30 @@ fn eval_checkpoint(args: &EvalArgs, checkpoint: &Path) -> Result<()> {
     };
     let ckpt = Checkpoint::read(&path).context("reading the checkpoint")?;
     let experiment = experiment_of(&ckpt)?;
+    Ok((ckpt, experiment))
+}
+
+/// The detector of a checkpoint on `device`: the trained model of a `kdet train` run, the
+/// student (without its distillation modules) of a `kdet distill` run.
+pub(crate) fn detector_of(
+    ckpt: &Checkpoint,
+    experiment: &Experiment,
+    device: &Device,
+) -> Result<Detector> {
+    let student = experiment.model.init(device);
+    if experiment.distill.is_some() {
+        ckpt.load_submodel(DistilledStudent { student })
+            .map(|d| d.student)
+    } else {
+        ckpt.load_model(student)
+    }
+    .context("loading the checkpoint's weights")
+}
+
+/// `kdet eval --checkpoint`.
+fn eval_checkpoint(args: &EvalArgs, checkpoint: &Path) -> Result<()> {
+    let (ckpt, experiment) = read_checkpoint(checkpoint)?;
+    let path = ckpt.path.clone();
     let (json_path, images) = match (&args.data, &args.gt, &args.images) {
         (Some(dir), _, _) => split_folder(dir)?,
         (None, Some(gt), Some(images)) => (gt.clone(), images.clone()),
@@ -219,15 +243,7 @@ fn eval_checkpoint(args: &EvalArgs, checkpoint: &Path) -> Result<()> {
     let split = EvalSplit::load(&json_path, &images, &experiment, batch_size)?;
     split.check_classes(&experiment)?;
     let device = Device::flex();
-    let student = experiment.model.init(&device);
-    let model = if experiment.distill.is_some() {
-        // A `kdet distill` run: the student without its distillation modules.
-        ckpt.load_submodel(DistilledStudent { student })
-            .map(|d| d.student)
-    } else {
-        ckpt.load_model(student)
-    }
-    .context("loading the checkpoint's weights")?;
+    let model = detector_of(&ckpt, &experiment, &device)?;
     println!(
         "{}: step {} (epoch {}), {} images",
         path.display(),

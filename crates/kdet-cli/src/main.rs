@@ -3,6 +3,7 @@
 //! Thin by design: argument parsing, backend choice and printing; the work lives in the
 //! library crates. Errors are printed with their whole chain and exit with status 1.
 
+mod bench_cmd;
 mod data_cmd;
 mod eval_cmd;
 mod experiment;
@@ -34,6 +35,9 @@ enum Command {
     /// Distil a student from a trained teacher with the experiment's `[distill]` recipe
     /// (`teacher = "RUN_DIR/last.ckpt"`), or resume a distillation run.
     Distill(train_cmd::TrainArgs),
+    /// Measure inference speed (results for docs/benchmarks.md).
+    #[command(subcommand)]
+    Bench(bench_cmd::BenchCommand),
     /// Print experiment presets and resolved experiment files.
     #[command(subcommand)]
     Config(experiment::ConfigCommand),
@@ -47,6 +51,7 @@ fn main() {
         Command::Train(a) => train_cmd::run(a),
         Command::Distill(a) => train_cmd::run_distill(a),
         Command::Config(c) => experiment::run(c),
+        Command::Bench(c) => bench_cmd::run(c),
     };
     if let Err(err) = result {
         eprintln!("error: {err}");

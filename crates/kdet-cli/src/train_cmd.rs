@@ -319,8 +319,15 @@ pub fn run_distill(args: TrainArgs) -> Result<()> {
             let teacher = load_teacher(&teacher_path, e)?;
             let input = probe_size(e);
             let student = e.model.init(device);
-            Distiller::new(student, teacher, &recipe, input)
-                .context("checking the `[distill]` recipe")
+            let distiller = Distiller::new(student, teacher, &recipe, input)
+                .context("checking the `[distill]` recipe")?;
+            if !distiller.not_inherited().is_empty() {
+                println!(
+                    "distill.inherit: copied the teacher's head and neck except (shapes differ, initial values kept): {}",
+                    distiller.not_inherited().join(", ")
+                );
+            }
+            Ok(distiller)
         },
     )
 }
