@@ -3,14 +3,14 @@
 # the student distilled with each method, same schedule, seeds, data order and val split,
 # and the table "## Distillation on the built-in data" in docs/benchmarks.md.
 #
-#   bash scripts/bench-distill.sh                       # methods ld fgd pkd, seeds 0 1 2
-#   METHODS="ld" SEEDS="0" bash scripts/bench-distill.sh
+#   bash scripts/bench-distill.sh                 # baseline, ld, fgd, pkd; seeds 0 1 2
+#   METHODS="baseline ld" SEEDS="0" bash scripts/bench-distill.sh
 #
-# The baseline cells are the student runs of scripts/bench-pair.sh
-# (runs/bench/gfl_synth_student-seed<S>, trained here if missing); the teacher is the
-# seed-0 teacher of that script (runs/bench/gfl_synth_teacher-seed0, trained here if
-# missing) for every student seed. Distilled runs go to
-# runs/bench/distill/<method>-seed<S>/ with configs/distill/<method>_gfl_synth.toml.
+# Every cell is `kdet distill --config configs/distill/<method>_gfl_synth.toml` (the
+# baseline: the same student and schedule with an empty recipe) into
+# runs/bench/distill/<method>-seed<S>/; the teacher is the seed-0 teacher of
+# scripts/bench-pair.sh (runs/bench/gfl_synth_teacher-seed0, trained here if missing) for
+# every student seed.
 #
 # Resumable: a finished cell (its eval.json exists) is skipped, an interrupted one continues
 # from its last checkpoint, so the work can span sessions.
@@ -18,7 +18,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 seeds=${SEEDS:-"0 1 2"}
-methods=${METHODS:-"ld fgd pkd"}
+methods=${METHODS:-"baseline ld fgd pkd"}
 cargo build --release --quiet
 mkdir -p runs/bench/distill
 # A private copy: rebuilding the workspace meanwhile cannot swap the binary between cells.
@@ -39,9 +39,6 @@ train_cell() { # config out seed
 
 teacher=runs/bench/gfl_synth_teacher-seed0
 train_cell gfl_synth_teacher "$teacher" 0
-for seed in $seeds; do
-  train_cell gfl_synth_student "runs/bench/gfl_synth_student-seed$seed" "$seed"
-done
 for method in $methods; do
   for seed in $seeds; do
     out="runs/bench/distill/$method-seed$seed"
@@ -57,4 +54,4 @@ for method in $methods; do
     fi
   done
 done
-python3 "$root/scripts/bench/distill_table.py" runs/bench docs/benchmarks.md $methods
+python3 "$root/scripts/bench/distill_table.py" runs/bench/distill docs/benchmarks.md $methods

@@ -37,7 +37,7 @@ def main() -> None:
         text = re.sub(r"^weight = .*$", "", text, flags=re.M)
         # Full weight from the first step (no warm-up) for the measurement.
         text = re.sub(r"^schedule = .*$", "", text, flags=re.M)
-        text = text.replace('extends = "../gfl_synth_student.toml"', f'extends = "{ROOT / "configs/gfl_synth_student.toml"}"')
+        text = text.replace('extends = "baseline_gfl_synth.toml"', f'extends = "{ROOT / "configs/distill/baseline_gfl_synth.toml"}"')
         text += "\n[train]\nlog_every = 1\n"
         cfg = out_dir / f"{m}.toml"
         cfg.write_text(text)

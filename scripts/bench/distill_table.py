@@ -1,6 +1,5 @@
 """Writes the "## Distillation on the built-in data" section of docs/benchmarks.md from
-runs/bench/gfl_synth_student-seed<S> (baseline) and runs/bench/distill/<method>-seed<S>
-(standard library only).
+RUNS_DIR/<method>-seed<S> (`baseline` among the methods) (standard library only).
 
 Usage: python3 distill_table.py RUNS_DIR BENCHMARKS_MD METHOD [METHOD ...]
 
@@ -65,17 +64,17 @@ def fmt(values, scale=100.0):
 
 def main() -> None:
     runs, md, methods = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
-    seeds = sorted({p.name.rsplit("seed", 1)[1] for p in runs.glob("gfl_synth_student-seed*")})
-    base = {s: load(runs / f"gfl_synth_student-seed{s}") for s in seeds}
+    seeds = sorted({p.name.rsplit("seed", 1)[1] for p in runs.glob("baseline-seed*")})
+    base = {s: load(runs / f"baseline-seed{s}") for s in seeds}
     base = {s: r for s, r in base.items() if r}
     rows = []
-    for method in ["baseline"] + methods:
+    for method in ["baseline"] + [m for m in methods if m != "baseline"]:
         if method == "baseline":
             cells = base
         else:
             cells = {}
             for s in base:
-                r = load(runs / "distill" / f"{method}-seed{s}")
+                r = load(runs / f"{method}-seed{s}")
                 if r:
                     cells[s] = r
         if not cells:
@@ -107,10 +106,11 @@ def main() -> None:
     section = [
         BEGIN,
         "",
-        "The GFL student of the main synthetic pair (`configs/gfl_synth_student.toml`) trained",
-        "alone (baseline) and distilled from the seed-0 teacher with each method",
-        "(`configs/distill/<method>_gfl_synth.toml`): same schedule (2000 steps), seeds, data",
-        "order and val split (250 images; box AP ×100, mean ± sample std over seeds).",
+        "The GFL student of the main synthetic pair trained alone (baseline,",
+        "`configs/distill/baseline_gfl_synth.toml`) and distilled from the seed-0 teacher with",
+        "each method (`configs/distill/<method>_gfl_synth.toml`): same 10-epoch schedule (1250",
+        "steps), seeds, data order and val split (250 images; box AP ×100, mean ± sample std",
+        "over seeds).",
         "Gain = method mean AP − baseline mean AP; gain/σ divides it by the pooled standard",
         "deviation. Extra ms/step = median step time minus the baseline's (wall clock; the",
         "machine may have been shared, see below); teacher / KD ms = logged mean time of the",
