@@ -19,10 +19,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 seeds=${SEEDS:-"0 1 2"}
 methods=${METHODS:-"baseline ld fgd pkd"}
-cargo build --release --quiet
+# KDET_BIN=path uses that binary instead of building one.
+if [ -z "${KDET_BIN:-}" ]; then cargo build --release --quiet; fi
 mkdir -p runs/bench/distill
 # A private copy: rebuilding the workspace meanwhile cannot swap the binary between cells.
-cp target/release/kdet runs/bench/distill/.kdet
+cp "${KDET_BIN:-target/release/kdet}" runs/bench/distill/.kdet
 bin="$root/runs/bench/distill/.kdet"
 
 train_cell() { # config out seed

@@ -12,8 +12,9 @@ cd "$root"
 repeats=${REPEATS:-3}
 seeds=${SEEDS:-"0 1 2"}
 batches=${BATCHES:-"1 8"}
-cargo build --release --quiet
-bin="$root/target/release/kdet"
+# KDET_BIN=path uses that binary instead of building one.
+if [ -z "${KDET_BIN:-}" ]; then cargo build --release --quiet; fi
+bin=${KDET_BIN:-"$root/target/release/kdet"}
 out=runs/bench/infer
 mkdir -p "$out"
 rm -f "$out"/*.json

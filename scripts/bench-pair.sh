@@ -14,11 +14,12 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 seeds=${SEEDS:-"0 1 2"}
 configs=${CONFIGS:-"gfl_synth_teacher gfl_synth_student"}
-cargo build --release --quiet
+# KDET_BIN=path uses that binary instead of building one.
+if [ -z "${KDET_BIN:-}" ]; then cargo build --release --quiet; fi
 # A private copy, so that rebuilding the workspace while this script runs cannot swap
 # the binary between cells.
 mkdir -p runs/bench
-cp target/release/kdet runs/bench/.kdet
+cp "${KDET_BIN:-target/release/kdet}" runs/bench/.kdet
 bin="$root/runs/bench/.kdet"
 for cfg in $configs; do
   for seed in $seeds; do

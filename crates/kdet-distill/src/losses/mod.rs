@@ -11,7 +11,9 @@
 //!   except where a method has trainable teacher-side modules (FGD's GcBlock), which take
 //!   the teacher feature as a constant input.
 //! - Returned values are `[1]` scalars *without* the recipe weight; the distiller
-//!   multiplies by the entry's weight and schedule factor.
+//!   multiplies by the entry's weight and schedule factor. Methods with several terms
+//!   (FGD, LD, FRS, PGD) apply their own paper coefficients inside (their configs hold
+//!   them), so each term keeps the paper's balance and the recipe weight scales them all.
 //! - Geometry (`KdTargets`) is in the batch's resized input pixels, as the task loss.
 
 pub mod cwd;
