@@ -57,13 +57,92 @@ pub struct InferArgs {
     out: Option<PathBuf>,
 }
 
+/// Per-image milliseconds of each timed batch.
+pub(crate) struct Timings {
+    /// Forward (synchronised).
+    pub forward: Vec<f64>,
+    /// Forward + post-processing, as `kdet eval` runs them.
+    pub total: Vec<f64>,
+    pub backbone: Vec<f64>,
+    pub neck: Vec<f64>,
+    pub head: Vec<f64>,
+    /// Detections summed over the timed batches.
+    pub detections: usize,
+}
+
+/// Runs `model` on `batch` `warmup + iters` times and times the last `iters`: the whole
+/// pipeline, then the forward again part by part (each synchronised).
+pub(crate) fn time_inference(
+    model: &Detector,
+    batch: &ImageBatch,
+    warmup: usize,
+    iters: usize,
+) -> Result<Timings> {
+    let device = batch.images().device();
+    let n = batch.len() as f64;
+    let per_image = |t: f64| t * 1e3 / n;
+    let mut t = Timings {
+        forward: Vec::new(),
+        total: Vec::new(),
+        backbone: Vec::new(),
+        neck: Vec::new(),
+        head: Vec::new(),
+        detections: 0,
+    };
+    for i in 0..warmup + iters {
+        let t0 = Instant::now();
+        let out = model.forward(batch);
+        device.sync().context("waiting for the device")?;
+        let t1 = t0.elapsed().as_secs_f64();
+        let dets = model.postprocess(&out, batch);
+        let t2 = t0.elapsed().as_secs_f64();
+        let t3 = Instant::now();
+        let features = model.backbone.forward(batch.images().clone());
+        device.sync().context("waiting for the device")?;
+        let t4 = t3.elapsed().as_secs_f64();
+        let levels = model.neck.forward(features);
+        device.sync().context("waiting for the device")?;
+        let t5 = t3.elapsed().as_secs_f64();
+        let _ = model.head.forward(&levels);
+        device.sync().context("waiting for the device")?;
+        let t6 = t3.elapsed().as_secs_f64();
+        if i >= warmup {
+            t.forward.push(per_image(t1));
+            t.total.push(per_image(t2));
+            t.backbone.push(per_image(t4));
+            t.neck.push(per_image(t5 - t4));
+            t.head.push(per_image(t6 - t5));
+            t.detections += dets.iter().map(|d| d.len()).sum::<usize>();
+        }
+    }
+    Ok(t)
+}
+
+/// A random batch of `batch` square images of `side` pixels (padded to `divisor`).
+pub(crate) fn random_batch(
+    batch: usize,
+    side: u32,
+    divisor: u32,
+    device: &Device,
+) -> Result<ImageBatch> {
+    let padded = side.div_ceil(divisor.max(1)) * divisor.max(1);
+    let size = ImageSize::new(padded, padded);
+    let images = Tensor::<4>::random(
+        [batch, 3, padded as usize, padded as usize],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    );
+    ImageBatch::new(images, vec![size; batch], vec![size; batch])
+        .context("building the benchmark batch")
+}
+
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Infer(a) => infer(a),
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {
@@ -100,32 +179,15 @@ fn infer(args: InferArgs) -> Result<()> {
         .size
         .unwrap_or_else(|| experiment.data.synth.as_ref().map_or(800, |s| s.image_size));
     let divisor = experiment.data.size_divisor.max(1) as u32;
-    let padded = side.div_ceil(divisor) * divisor;
-    let size = ImageSize::new(padded, padded);
-    let images = Tensor::<4>::random(
-        [args.batch, 3, padded as usize, padded as usize],
-        Distribution::Normal(0.0, 1.0),
-        &device,
-    );
-    let batch = ImageBatch::new(images, vec![size; args.batch], vec![size; args.batch])
-        .context("building the benchmark batch")?;
+    let batch = random_batch(args.batch, side, divisor, &device)?;
+    let padded = batch.padded_size().height;
     let params = model.num_params();
-    let (mut forward, mut total) = (Vec::new(), Vec::new());
-    let mut detections = 0usize;
-    for i in 0..args.warmup + args.iters {
-        let t0 = Instant::now();
-        let out = model.forward(&batch);
-        device.sync().context("waiting for the device")?;
-        let t1 = t0.elapsed().as_secs_f64();
-        let dets = model.postprocess(&out, &batch);
-        let t2 = t0.elapsed().as_secs_f64();
-        if i >= args.warmup {
-            forward.push(t1 * 1e3 / args.batch as f64);
-            total.push(t2 * 1e3 / args.batch as f64);
-            detections += dets.iter().map(|d| d.len()).sum::<usize>();
-        }
-    }
+    let t = time_inference(&model, &batch, args.warmup, args.iters)?;
+    let (mut forward, mut total) = (t.forward, t.total);
+    let (mut backbone, mut neck, mut head) = (t.backbone, t.neck, t.head);
+    let detections = t.detections;
     let (fwd, all) = (median(&mut forward), median(&mut total));
+    let (bb, nk, hd) = (median(&mut backbone), median(&mut neck), median(&mut head));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("{what}");
     println!(
@@ -140,6 +202,7 @@ fn infer(args: InferArgs) -> Result<()> {
         total[total.len() - 1],
         detections as f64 / (args.iters * args.batch) as f64
     );
+    println!("forward by part (ms/image, medians): backbone {bb:.2}, neck {nk:.2}, head {hd:.2}");
     if let Some(out) = &args.out {
         let doc = json!({
             "model": what,
@@ -152,6 +215,7 @@ fn infer(args: InferArgs) -> Result<()> {
             "backend": "flex",
             "forward_ms_per_image": {"median": fwd, "min": forward[0], "max": forward[forward.len() - 1]},
             "total_ms_per_image": {"median": all, "min": total[0], "max": total[total.len() - 1]},
+            "parts_ms_per_image": {"backbone": bb, "neck": nk, "head": hd},
         });
         let text = serde_json::to_string_pretty(&doc).context("serialising the timings")?;
         kdet_data::image_io::write_atomic(out, format!("{text}\n").as_bytes())

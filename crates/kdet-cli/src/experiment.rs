@@ -521,7 +521,7 @@ mod tests {
     }
 
     #[test]
-    fn reserved_keys_and_bad_sources_are_refused() {
+    fn reserved_keys_unpaired_distill_keys_and_bad_sources_are_refused() {
         let text = student_toml();
         let err = format!(
             "{:#}",
@@ -532,7 +532,21 @@ mod tests {
             "{:#}",
             Experiment::from_toml_str(&format!("teacher = \"t.ckpt\"\n{text}")).unwrap_err()
         );
-        assert!(err.contains("teacher") && err.contains("#5"), "{err}");
+        assert!(
+            err.contains("teacher") && err.contains("[distill]"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            Experiment::from_toml_str(&format!(
+                "{text}\n[distill]\n[[distill.losses]]\nloss = {{ type = \"pkd\" }}\n"
+            ))
+            .unwrap_err()
+        );
+        assert!(
+            err.contains("[distill]") && err.contains("teacher"),
+            "{err}"
+        );
         let mut e = preset("gfl_r50_fpn_1x_coco").unwrap();
         e.data.val_images = None;
         let err = format!("{:#}", e.resolve().unwrap_err());

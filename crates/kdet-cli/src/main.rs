@@ -5,8 +5,13 @@
 
 mod bench_cmd;
 mod data_cmd;
+mod demo_cmd;
+mod draw;
 mod eval_cmd;
 mod experiment;
+mod export_cmd;
+mod predict_cmd;
+mod report;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +29,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The main job on the built-in data: teacher, student, distilled student, compared.
+    Demo(demo_cmd::DemoArgs),
     /// Generate, inspect and validate datasets.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
@@ -35,6 +42,12 @@ enum Command {
     /// Distil a student from a trained teacher with the experiment's `[distill]` recipe
     /// (`teacher = "RUN_DIR/last.ckpt"`), or resume a distillation run.
     Distill(train_cmd::TrainArgs),
+    /// Detect objects in images with a trained checkpoint: COCO results and drawn images.
+    Predict(predict_cmd::PredictArgs),
+    /// Write (or rebuild) the HTML report of one or more runs from their logs.
+    Report(report::ReportArgs),
+    /// Write a trained model for use elsewhere (weights only, distillation modules dropped).
+    Export(export_cmd::ExportArgs),
     /// Measure inference speed (results for docs/benchmarks.md).
     #[command(subcommand)]
     Bench(bench_cmd::BenchCommand),
@@ -46,12 +59,16 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(a) => demo_cmd::run(a),
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Eval(a) => eval_cmd::run(a),
         Command::Train(a) => train_cmd::run(a),
         Command::Distill(a) => train_cmd::run_distill(a),
         Command::Config(c) => experiment::run(c),
         Command::Bench(c) => bench_cmd::run(c),
+        Command::Export(a) => export_cmd::run(a),
+        Command::Predict(a) => predict_cmd::run(a),
+        Command::Report(a) => report::run(a),
     };
     if let Err(err) = result {
         eprintln!("error: {err}");

@@ -32,7 +32,7 @@ use serde_json::json;
 use crate::eval_cmd::{EvalSplit, Evaluated, write_json};
 use crate::experiment::{Experiment, SynthData};
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 pub struct TrainArgs {
     /// The experiment file (`configs/*.toml`). With --resume it only names the default
     /// run directory; the run's stored experiment is used.
@@ -41,24 +41,24 @@ pub struct TrainArgs {
         value_name = "EXPERIMENT.toml",
         required_unless_present = "resume"
     )]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Run directory [default: runs/<config stem>-seed<seed>].
     #[arg(long, value_name = "RUN_DIR")]
-    out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// Continue the run in the run directory from its `last.ckpt` (same data order,
     /// optimizer state and schedule position: the result equals an uninterrupted run).
     #[arg(long)]
-    resume: bool,
+    pub(crate) resume: bool,
     /// Training seed (backend RNG and data order / augmentation) [default: `train.seed`].
     #[arg(long)]
-    seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
     /// Stop after this many optimizer steps in total (with a checkpoint), as a clean
     /// interruption; `--resume` continues.
     #[arg(long, value_name = "N")]
-    max_steps: Option<u64>,
+    pub(crate) max_steps: Option<u64>,
     /// `kdet distill`: the teacher checkpoint, instead of the experiment's `teacher`.
     #[arg(long, value_name = "CKPT")]
-    teacher: Option<PathBuf>,
+    pub(crate) teacher: Option<PathBuf>,
 }
 
 /// The file a run writes its resolved experiment to.
@@ -295,15 +295,34 @@ pub fn run(args: TrainArgs) -> Result<()> {
             "the experiment has a `[distill]` section: run it with `kdet distill` (or remove the section and `teacher` to train without a teacher)"
         );
     }
-    run_loop(&args, experiment, run_dir, "kdet train", |e, device| {
-        Ok(TrainableDetector(e.model.init(device)))
-    })
+    train_experiment(&args, experiment, run_dir)
 }
 
 /// `kdet distill`: trains the experiment's student with its `[distill]` recipe, the
 /// teacher being the `teacher` checkpoint.
 pub fn run_distill(args: TrainArgs) -> Result<()> {
     let (experiment, run_dir) = experiment_and_run_dir(&args)?;
+    distill_experiment(&args, experiment, run_dir)
+}
+
+/// `kdet train` of an already resolved experiment (what `kdet demo` runs); `args` gives
+/// `resume` and `max_steps`.
+pub(crate) fn train_experiment(
+    args: &TrainArgs,
+    experiment: Experiment,
+    run_dir: PathBuf,
+) -> Result<()> {
+    run_loop(args, experiment, run_dir, "kdet train", |e, device| {
+        Ok(TrainableDetector(e.model.init(device)))
+    })
+}
+
+/// `kdet distill` of an already resolved experiment.
+pub(crate) fn distill_experiment(
+    args: &TrainArgs,
+    experiment: Experiment,
+    run_dir: PathBuf,
+) -> Result<()> {
     let (Some(teacher_path), Some(recipe)) = (&experiment.teacher, &experiment.distill) else {
         bail!(
             "`kdet distill` needs `teacher = \"RUN_DIR/last.ckpt\"` and a `[distill]` section in the experiment (use `kdet train` without them)"
@@ -311,7 +330,7 @@ pub fn run_distill(args: TrainArgs) -> Result<()> {
     };
     let (teacher_path, recipe) = (teacher_path.clone(), recipe.clone());
     run_loop(
-        &args,
+        args,
         experiment,
         run_dir,
         "kdet distill",

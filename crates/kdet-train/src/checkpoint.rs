@@ -306,11 +306,50 @@ impl Checkpoint {
             })
     }
 
+    /// Whether the checkpoint holds optimizer state (weights-only ones, see
+    /// [`Checkpoint::write_weights_only`], cannot resume training).
+    pub fn has_optimizer_state(&self) -> bool {
+        !self.optimizer.is_empty()
+    }
+
+    /// Writes the weights and the header (step, experiment, ...) without the optimizer
+    /// state to `path` (atomically, with its sidecar): a third of an AdamW checkpoint, for
+    /// shipping a trained model. With `model` the record of another module (e.g. a
+    /// distilled student without its distillation modules) replaces the stored one.
+    pub fn write_weights_only<M: Module>(
+        &self,
+        path: &Path,
+        model: Option<M>,
+    ) -> Result<CheckpointInfo, TrainError> {
+        let record = match model {
+            Some(m) => {
+                let bytes = m
+                    .into_record()
+                    .into_bytes()
+                    .map_err(|e| TrainError::Record {
+                        path: path.to_path_buf(),
+                        what: "encoding the model record",
+                        message: e.to_string(),
+                    })?;
+                bytes.to_vec()
+            }
+            None => self.model.clone(),
+        };
+        write_checkpoint(path, &self.meta, &record, &[])
+    }
+
     /// Applies the optimizer record to a freshly built optimizer.
     pub fn load_optimizer(
         &self,
         optimizer: ModuleOptimizer,
     ) -> Result<ModuleOptimizer, TrainError> {
+        if self.optimizer.is_empty() {
+            return Err(TrainError::Record {
+                path: self.path.clone(),
+                what: "reading the optimizer record",
+                message: "the checkpoint holds weights only (no optimizer state): it can be evaluated or used as a teacher, not resumed".into(),
+            });
+        }
         optimizer
             .from_bytes(Bytes::from_bytes_vec(self.optimizer.clone()))
             .map_err(|e| TrainError::Record {

@@ -4,6 +4,8 @@
 mod data;
 mod distill;
 mod eval;
+mod predict;
+mod report;
 mod train;
 
 use std::path::PathBuf;
