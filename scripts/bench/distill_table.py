@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mdsection import replace_section
+
 STATS = ["AP", "AP50", "AP75", "APs"]
 BEGIN = "## Distillation on the built-in data"
 
@@ -127,14 +129,7 @@ def main() -> None:
         *rows,
         "",
     ]
-    text = md.read_text() if md.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"{re.escape(BEGIN)}\n.*?(?=\n## |\Z)", re.S)
-    new = "\n".join(section)
-    if pattern.search(text):
-        text = pattern.sub(new.rstrip("\n"), text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + new
-    md.write_text(text.rstrip("\n") + "\n")
+    new = replace_section(md, section)
     print(new)
 
 

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mdsection import replace_section
+
 STATS = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
 
 
@@ -74,15 +76,7 @@ def main() -> None:
         *rows,
         "",
     ]
-    text = md.read_text() if md.exists() else "# Benchmarks\n\n"
-    start = text.find("## Detector pair on the built-in data")
-    if start >= 0:
-        end = text.find("\n## ", start + 3)
-        text = text[:start] + ("\n".join(section)) + (text[end + 1:] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(section)
-    md.write_text(text)
-    print("\n".join(section))
+    print(replace_section(md, section))
 
 
 if __name__ == "__main__":
