@@ -52,6 +52,17 @@ pub struct DemoArgs {
     /// cores) instead of using the shipped checkpoint.
     #[arg(long)]
     train_teacher: bool,
+    /// Where the built-in dataset is (written there when missing) [default: the configs'
+    /// `data/synth`].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+}
+
+/// Points an experiment's synthetic data at `--data`.
+fn set_data(e: &mut Experiment, data: &Option<PathBuf>) {
+    if let (Some(dir), Some(s)) = (data, e.data.synth.as_mut()) {
+        s.root = dir.clone();
+    }
 }
 
 /// The repository's folder of that name (`configs`, `assets`): the demo runs from a
@@ -137,6 +148,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let teacher_run = out.join("teacher");
     let teacher_ckpt = if args.train_teacher {
         let mut e = Experiment::load(&configs.join("gfl_synth_teacher.toml"))?;
+        set_data(&mut e, &args.data);
         if args.quick {
             shorten(&mut e);
         }
@@ -164,6 +176,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         let mut e = Experiment::load(&configs.join(format!("distill/{file}_gfl_synth.toml")))?;
         e.train.seed = args.seed;
         e.teacher = Some(teacher_ckpt.clone());
+        set_data(&mut e, &args.data);
         if args.quick {
             shorten(&mut e);
         }

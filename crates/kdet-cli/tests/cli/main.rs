@@ -2,6 +2,7 @@
 //! command group. Tests that read `../shared` fail, never skip, when it is missing.
 
 mod data;
+mod demo;
 mod distill;
 mod eval;
 mod predict;

@@ -1,0 +1,67 @@
+//! `kdet demo --quick` end to end: the three stages run from the shipped teacher, the table,
+//! `summary.json` and `report.html` are written, and a rerun reuses every finished stage
+//! with the same numbers.
+
+use crate::train::{ok, read_json, s};
+
+#[test]
+fn quick_demo_runs_every_stage_and_a_rerun_reuses_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("demo");
+    let data = dir.path().join("synth");
+    let args = [
+        "demo",
+        "--quick",
+        "--method",
+        "pkd",
+        "--out",
+        &s(&out),
+        "--data",
+        &s(&data),
+    ];
+    let first = ok(&args);
+    let quick = out.join("quick");
+    for stage in ["teacher", "baseline-seed0", "pkd-seed0"] {
+        assert!(
+            quick.join(stage).join("eval.json").is_file(),
+            "{stage}: {first}"
+        );
+    }
+    for label in ["| teacher |", "| student |", "| student + pkd |"] {
+        assert!(first.contains(label), "{label} missing in\n{first}");
+    }
+    let summary = read_json(&quick.join("summary.json"));
+    let rows = summary["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 3);
+    // The table's AP numbers are the runs' own evaluations; the gain is their difference.
+    for row in rows {
+        let run = std::path::PathBuf::from(row["run"].as_str().expect("run"));
+        let eval = read_json(&run.join("eval.json"));
+        assert_eq!(row["AP"], eval["stats"]["AP"], "{row}");
+    }
+    let gain = summary["gain_AP"].as_f64().expect("gain");
+    let (base, kd) = (
+        rows[1]["AP"].as_f64().expect("AP"),
+        rows[2]["AP"].as_f64().expect("AP"),
+    );
+    assert!((gain - (kd - base)).abs() < 1e-12);
+    // The shipped teacher's own numbers (assets/teacher/README.md).
+    assert!(
+        (rows[0]["AP"].as_f64().expect("AP") - 0.179).abs() < 5e-4,
+        "{}",
+        rows[0]
+    );
+    let html = std::fs::read_to_string(quick.join("report.html")).expect("report.html");
+    assert!(html.contains("<svg") && html.contains("data:image/png;base64,"));
+
+    let second = ok(&args);
+    assert_eq!(
+        second.matches("finished earlier, reusing").count(),
+        2,
+        "{second}"
+    );
+    let again = read_json(&quick.join("summary.json"));
+    for (a, b) in rows.iter().zip(again["rows"].as_array().expect("rows")) {
+        assert_eq!(a["AP"], b["AP"]);
+    }
+}
