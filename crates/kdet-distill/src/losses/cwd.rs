@@ -88,53 +88,22 @@ pub fn cwd_loss(config: &CwdConfig, students: &[Tensor<4>], teachers: &[Tensor<4
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::losses::test_util::{
+        assert_level_grads, assert_rel, grad_levels, kl_f64, level_tensors, level_values, scalar,
+        tensor, to_f64, vals,
+    };
     use burn::config::config_to_json;
-    use burn::tensor::{Device, TensorData};
-
-    /// Deterministic values in [-2, 2) from a 64-bit LCG (Knuth's MMIX constants).
-    fn lcg(seed: u64, len: usize) -> Vec<f32> {
-        let mut state = seed;
-        (0..len)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                (state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
-            })
-            .collect()
-    }
+    use burn::tensor::Device;
 
     /// N = 2, C = 3, two levels of different, non-square sizes (3x5 and 2x3).
     const SHAPES: [[usize; 4]; 2] = [[2, 3, 3, 5], [2, 3, 2, 3]];
 
-    fn tensor(values: &[f32], shape: [usize; 4], device: &Device) -> Tensor<4> {
-        Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
-    }
-
-    fn scalar(t: Tensor<1>) -> f32 {
-        t.into_data().try_to_vec::<f32>().expect("f32 data")[0]
-    }
-
     fn inputs() -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
-        let students = SHAPES
-            .iter()
-            .enumerate()
-            .map(|(i, s)| lcg(21 + i as u64, s.iter().product()))
-            .collect();
-        let teachers = SHAPES
-            .iter()
-            .enumerate()
-            .map(|(i, s)| lcg(201 + i as u64, s.iter().product()))
-            .collect();
-        (students, teachers)
+        (level_values(21, &SHAPES), level_values(201, &SHAPES))
     }
 
     fn levels(values: &[Vec<f32>], device: &Device) -> Vec<Tensor<4>> {
-        values
-            .iter()
-            .zip(SHAPES)
-            .map(|(v, s)| tensor(v, s, device))
-            .collect()
+        level_tensors(values, &SHAPES, device)
     }
 
     /// The spec formula in plain f64 loops. In NCHW-contiguous data the (n, c) map is the
@@ -142,25 +111,16 @@ mod tests {
     /// for teacher and student (max-shifted for stability), KL = sum p_T ln(p_T / p_S); sum
     /// all maps, times tau^2 / (N*C); sum levels.
     fn reference(tau: f64, students: &[Vec<f32>], teachers: &[Vec<f32>]) -> f64 {
-        fn softmax(x: &[f32], tau: f64) -> Vec<f64> {
-            let z: Vec<f64> = x.iter().map(|&v| v as f64 / tau).collect();
-            let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let e: Vec<f64> = z.iter().map(|v| (v - m).exp()).collect();
-            let sum: f64 = e.iter().sum();
-            e.iter().map(|v| v / sum).collect()
-        }
         let mut total = 0.0;
         for ((s, t), [n, c, h, w]) in students.iter().zip(teachers).zip(SHAPES) {
             let hw = h * w;
-            let mut kl = 0.0;
-            for map in 0..n * c {
-                let ps = softmax(&s[map * hw..(map + 1) * hw], tau);
-                let pt = softmax(&t[map * hw..(map + 1) * hw], tau);
-                for i in 0..hw {
-                    kl += pt[i] * (pt[i] / ps[i]).ln();
-                }
-            }
-            total += tau * tau * kl / (n * c) as f64;
+            let kl: f64 = (0..n * c)
+                .map(|map| {
+                    let range = map * hw..(map + 1) * hw;
+                    kl_f64(&to_f64(&s[range.clone()]), &to_f64(&t[range]), tau)
+                })
+                .sum();
+            total += kl / (n * c) as f64;
         }
         total
     }
@@ -172,12 +132,9 @@ mod tests {
         let (students, teachers) = (levels(&sv, &device), levels(&tv, &device));
         for tau in [1.0f32, 2.0, 0.5] {
             let config = CwdConfig::new().with_temperature(tau);
-            let got = scalar(cwd_loss(&config, &students, &teachers)) as f64;
+            let got = scalar(cwd_loss(&config, &students, &teachers));
             let want = reference(tau as f64, &sv, &tv);
-            assert!(
-                (got - want).abs() <= 1e-4 * want.abs(),
-                "tau={tau}: {got} vs {want}"
-            );
+            assert_rel(got, want, 1e-4, &format!("tau={tau}"));
         }
     }
 
@@ -188,7 +145,7 @@ mod tests {
         // With tau = 2 and teacher (0, 2 ln 3) the distributions are the same, so the loss is
         // tau^2 * KL = 4 * 0.1308120 = 0.5232481.
         let device = Device::flex();
-        let kl = 0.25 * 0.5f32.ln() + 0.75 * 1.5f32.ln();
+        let kl = f64::from(0.25 * 0.5f32.ln() + 0.75 * 1.5f32.ln());
         let s = [tensor(&[0.0, 0.0], [1, 1, 1, 2], &device)];
         let t = [tensor(&[0.0, 3f32.ln()], [1, 1, 1, 2], &device)];
         let got = scalar(cwd_loss(&CwdConfig::new(), &s, &t));
@@ -211,10 +168,7 @@ mod tests {
         let teachers = levels(&sv, &device);
         let config = CwdConfig::new();
         assert!(scalar(cwd_loss(&config, &teachers, &teachers)).abs() < 1e-6);
-        let shift = Tensor::<4>::from_data(
-            TensorData::new(vec![1.0f32, -2.0, 0.5, 3.0, 0.0, -1.0], [2, 3, 1, 1]),
-            &device,
-        );
+        let shift = tensor(&[1.0f32, -2.0, 0.5, 3.0, 0.0, -1.0], [2, 3, 1, 1], &device);
         let shifted: Vec<Tensor<4>> = teachers.iter().map(|t| t.clone() + shift.clone()).collect();
         assert!(scalar(cwd_loss(&config, &shifted, &teachers)).abs() < 1e-5);
         let scaled: Vec<Tensor<4>> = teachers.iter().map(|t| t.clone().mul_scalar(2.0)).collect();
@@ -223,26 +177,10 @@ mod tests {
 
     #[test]
     fn gradient_reaches_student_and_is_finite() {
-        let plain = Device::flex();
-        let autodiff = Device::flex().autodiff();
         let (sv, tv) = inputs();
-        let students: Vec<Tensor<4>> = levels(&sv, &autodiff)
-            .into_iter()
-            .map(|t| t.require_grad())
-            .collect();
-        let teachers = levels(&tv, &plain);
-        assert!(!teachers[0].is_autodiff());
+        let (students, teachers) = grad_levels(&sv, &SHAPES, &tv, &SHAPES);
         let grads = cwd_loss(&CwdConfig::new(), &students, &teachers).backward();
-        for (level, s) in students.iter().enumerate() {
-            let g = s
-                .grad(&grads)
-                .expect("student level has a gradient")
-                .into_data()
-                .try_to_vec::<f32>()
-                .expect("f32 data");
-            assert!(g.iter().all(|v| v.is_finite()), "level {level}: {g:?}");
-            assert!(g.iter().any(|v| v.abs() > 1e-6), "level {level}: all zero");
-        }
+        assert_level_grads(&students, &grads);
     }
 
     #[test]
@@ -258,12 +196,7 @@ mod tests {
         let loss = cwd_loss(&CwdConfig::new(), &s, &t);
         let grads = loss.clone().backward();
         assert_eq!(scalar(loss), 0.0);
-        let g = s[0]
-            .grad(&grads)
-            .expect("student has a gradient")
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32 data");
+        let g = vals(s[0].grad(&grads).expect("student has a gradient"));
         assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
         let s = [tensor(&[-500.0, 500.0], [1, 1, 1, 2], &plain)];
         let t = [tensor(&[500.0, -500.0], [1, 1, 1, 2], &plain)];

@@ -112,31 +112,18 @@ fn l2_normalize_rows(x: Tensor<2>) -> Tensor<2> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::losses::test_util::{
+        Lcg, assert_level_grads, assert_rel, grad_levels, level_tensors, level_values, scalar,
+        tensor, to_f64, vals,
+    };
     use burn::config::config_to_json;
-    use burn::tensor::{Device, TensorData};
-
-    /// Deterministic values in [-2, 2) from a 64-bit LCG (Knuth's MMIX constants).
-    fn lcg(seed: u64, len: usize) -> Vec<f32> {
-        let mut state = seed;
-        (0..len)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                (state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
-            })
-            .collect()
-    }
+    use burn::tensor::Device;
 
     /// N = 2, C = 3, two levels of different, non-square sizes (3x5 and 2x3).
     const SHAPES: [[usize; 4]; 2] = [[2, 3, 3, 5], [2, 3, 2, 3]];
 
-    fn tensor(values: &[f32], shape: [usize; 4], device: &Device) -> Tensor<4> {
-        Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
-    }
-
-    fn scalar(t: Tensor<1>) -> f32 {
-        t.into_data().try_to_vec::<f32>().expect("f32 data")[0]
+    fn levels(values: &[Vec<f32>], device: &Device) -> Vec<Tensor<4>> {
+        level_tensors(values, &SHAPES, device)
     }
 
     /// The spec formula in plain f64 loops over NCHW-contiguous data: per image `n` the
@@ -153,14 +140,8 @@ mod tests {
             let chw = c * h * w;
             let mut sum = 0.0;
             for img in 0..n {
-                let sv: Vec<f64> = s[img * chw..(img + 1) * chw]
-                    .iter()
-                    .map(|&v| v as f64)
-                    .collect();
-                let tv: Vec<f64> = t[img * chw..(img + 1) * chw]
-                    .iter()
-                    .map(|&v| v as f64)
-                    .collect();
+                let sv = to_f64(&s[img * chw..(img + 1) * chw]);
+                let tv = to_f64(&t[img * chw..(img + 1) * chw]);
                 let (ns, nt) = if normalize {
                     (
                         sv.iter().map(|v| v * v).sum::<f64>().sqrt(),
@@ -185,43 +166,27 @@ mod tests {
     }
 
     fn inputs() -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
-        let students = SHAPES
-            .iter()
-            .enumerate()
-            .map(|(i, s)| lcg(11 + i as u64, s.iter().product()))
-            .collect();
-        let teachers = SHAPES
-            .iter()
-            .enumerate()
-            .map(|(i, s)| lcg(101 + i as u64, s.iter().product()))
-            .collect();
-        (students, teachers)
+        (level_values(11, &SHAPES), level_values(101, &SHAPES))
     }
 
     #[test]
     fn golden_value_matches_f64_reference_for_every_flag_combination() {
         let device = Device::flex();
         let (sv, tv) = inputs();
-        let students: Vec<Tensor<4>> = sv
-            .iter()
-            .zip(SHAPES)
-            .map(|(v, s)| tensor(v, s, &device))
-            .collect();
-        let teachers: Vec<Tensor<4>> = tv
-            .iter()
-            .zip(SHAPES)
-            .map(|(v, s)| tensor(v, s, &device))
-            .collect();
+        let students = levels(&sv, &device);
+        let teachers = levels(&tv, &device);
         for normalize in [true, false] {
             for div_element in [false, true] {
                 let config = FitnetConfig::new()
                     .with_normalize(normalize)
                     .with_div_element(div_element);
-                let got = scalar(fitnet_loss(&config, &students, &teachers)) as f64;
+                let got = scalar(fitnet_loss(&config, &students, &teachers));
                 let want = reference(normalize, div_element, &sv, &tv);
-                assert!(
-                    (got - want).abs() <= 1e-4 * want.abs(),
-                    "normalize={normalize} div_element={div_element}: {got} vs {want}"
+                assert_rel(
+                    got,
+                    want,
+                    1e-4,
+                    &format!("normalize={normalize} div_element={div_element}"),
                 );
             }
         }
@@ -259,11 +224,7 @@ mod tests {
         // is exactly zero.
         let device = Device::flex();
         let (sv, _) = inputs();
-        let levels: Vec<Tensor<4>> = sv
-            .iter()
-            .zip(SHAPES)
-            .map(|(v, s)| tensor(v, s, &device))
-            .collect();
+        let levels = levels(&sv, &device);
         for normalize in [true, false] {
             let config = FitnetConfig::new().with_normalize(normalize);
             let got = scalar(fitnet_loss(&config, &levels, &levels));
@@ -277,24 +238,15 @@ mod tests {
         // must not change; without it, it must.
         let device = Device::flex();
         let (sv, tv) = inputs();
-        let students: Vec<Tensor<4>> = sv
-            .iter()
-            .zip(SHAPES)
-            .map(|(v, s)| tensor(v, s, &device))
-            .collect();
-        let teachers: Vec<Tensor<4>> = tv
-            .iter()
-            .zip(SHAPES)
-            .map(|(v, s)| tensor(v, s, &device))
-            .collect();
+        let students = levels(&sv, &device);
+        let teachers = levels(&tv, &device);
         // Image 0 scaled by 3, image 1 by 0.5.
-        let scale =
-            Tensor::<4>::from_data(TensorData::new(vec![3.0f32, 0.5], [2, 1, 1, 1]), &device);
+        let scale = tensor(&[3.0, 0.5], [2, 1, 1, 1], &device);
         let scaled: Vec<Tensor<4>> = teachers.iter().map(|t| t.clone() * scale.clone()).collect();
         let config = FitnetConfig::new();
         let a = scalar(fitnet_loss(&config, &students, &teachers));
         let b = scalar(fitnet_loss(&config, &students, &scaled));
-        assert!((a - b).abs() < 1e-5 * a, "{a} vs {b}");
+        assert_rel(b, a, 1e-5, "scaled teacher, normalized");
         let raw = FitnetConfig::new().with_normalize(false);
         let a = scalar(fitnet_loss(&raw, &students, &teachers));
         let b = scalar(fitnet_loss(&raw, &students, &scaled));
@@ -303,34 +255,13 @@ mod tests {
 
     #[test]
     fn gradient_reaches_student_and_is_finite() {
-        let plain = Device::flex();
-        let autodiff = Device::flex().autodiff();
         let (sv, tv) = inputs();
-        let students: Vec<Tensor<4>> = sv
-            .iter()
-            .zip(SHAPES)
-            .map(|(v, s)| tensor(v, s, &autodiff).require_grad())
-            .collect();
-        let teachers: Vec<Tensor<4>> = tv
-            .iter()
-            .zip(SHAPES)
-            .map(|(v, s)| tensor(v, s, &plain))
-            .collect();
-        assert!(!teachers[0].is_autodiff());
+        let (students, teachers) = grad_levels(&sv, &SHAPES, &tv, &SHAPES);
         for normalize in [true, false] {
             let config = FitnetConfig::new().with_normalize(normalize);
             let loss = fitnet_loss(&config, &students, &teachers);
             let grads = loss.backward();
-            for (level, s) in students.iter().enumerate() {
-                let g = s
-                    .grad(&grads)
-                    .expect("student level has a gradient")
-                    .into_data()
-                    .try_to_vec::<f32>()
-                    .expect("f32 data");
-                assert!(g.iter().all(|v| v.is_finite()), "level {level}: {g:?}");
-                assert!(g.iter().any(|v| v.abs() > 1e-6), "level {level}: all zero");
-            }
+            assert_level_grads(&students, &grads);
         }
     }
 
@@ -343,17 +274,16 @@ mod tests {
         let autodiff = Device::flex().autodiff();
         let shape = SHAPES[1];
         let s = [Tensor::<4>::zeros(shape, &autodiff).require_grad()];
-        let t = [tensor(&lcg(5, shape.iter().product()), shape, &plain)];
+        let t = [tensor(
+            &Lcg::new(5).vec_f32(shape.iter().product(), 2.0),
+            shape,
+            &plain,
+        )];
         let loss = fitnet_loss(&FitnetConfig::new(), &s, &t);
         let grads = loss.clone().backward();
         let v = scalar(loss);
         assert!((v - 1.0).abs() < 1e-5, "{v}");
-        let g = s[0]
-            .grad(&grads)
-            .expect("student has a gradient")
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32 data");
+        let g = vals(s[0].grad(&grads).expect("student has a gradient"));
         assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
         // Both sides zero: the loss is exactly zero.
         let z = [Tensor::<4>::zeros(shape, &plain)];

@@ -166,45 +166,8 @@ fn rows_of(map: Tensor<4>, k: usize) -> Tensor<2> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Device, TensorData};
-
-    /// A small deterministic LCG in `[-amp, amp)` (no `rand` dependency).
-    fn lcg(seed: u64, len: usize, amp: f64) -> Vec<f64> {
-        let mut s = seed;
-        (0..len)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * amp
-            })
-            .collect()
-    }
-
-    fn t4(v: &[f64], shape: [usize; 4], device: &Device) -> Tensor<4> {
-        let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-        Tensor::from_data(TensorData::new(v, shape), device)
-    }
-
-    fn scalar(t: Tensor<1>) -> f64 {
-        t.into_data().try_to_vec::<f32>().expect("f32 data")[0] as f64
-    }
-
-    /// `T² KL(softmax(t/T) ‖ softmax(s/T))` of one row in f64, straight from the formula.
-    fn kl_row_f64(s: &[f64], t: &[f64], temp: f64) -> f64 {
-        let softmax = |z: &[f64]| {
-            let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let e: Vec<f64> = z.iter().map(|v| ((v - m) / temp).exp()).collect();
-            let sum: f64 = e.iter().sum();
-            e.into_iter().map(|v| v / sum).collect::<Vec<_>>()
-        };
-        let (ps, pt) = (softmax(s), softmax(t));
-        temp * temp
-            * pt.iter()
-                .zip(&ps)
-                .map(|(a, b)| a * (a.ln() - b.ln()))
-                .sum::<f64>()
-    }
+    use crate::losses::test_util::{Lcg, assert_rel, kl_f64, scalar, tensor, vals};
+    use burn::tensor::Device;
 
     #[test]
     fn kl_div_rows_hand_value_for_both_reductions() {
@@ -214,39 +177,31 @@ mod tests {
         // With T = 2 the teacher logits are [2 ln 3, 0] so p^T is again (3/4, 1/4), and
         // student [0, 0] is still uniform: KL identical, scaled by T² = 4.
         let device = Device::flex();
-        let s = Tensor::<2>::from_data(
-            TensorData::new(vec![0.0f32, 0.0, 1.0, -1.0], [2, 2]),
-            &device,
-        );
+        let s = tensor(&[0.0f32, 0.0, 1.0, -1.0], [2, 2], &device);
         let l3 = 3f32.ln();
         let kl = 0.75 * 3f64.ln() - 2f64.ln();
-        let t1 = Tensor::<2>::from_data(TensorData::new(vec![l3, 0.0, 1.0, -1.0], [2, 2]), &device);
-        let sum = kl_div_rows(s.clone(), t1.clone(), 1.0, KlReduction::ClassSum)
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32");
+        let t1 = tensor(&[l3, 0.0, 1.0, -1.0], [2, 2], &device);
+        let sum = vals(kl_div_rows(
+            s.clone(),
+            t1.clone(),
+            1.0,
+            KlReduction::ClassSum,
+        ));
         assert!(
             (sum[0] as f64 - kl).abs() < 1e-6 && sum[1].abs() < 1e-7,
             "{sum:?}"
         );
-        let mean = kl_div_rows(s.clone(), t1, 1.0, KlReduction::ClassMean)
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32");
+        let mean = vals(kl_div_rows(s.clone(), t1, 1.0, KlReduction::ClassMean));
         assert!((mean[0] as f64 - kl / 2.0).abs() < 1e-6, "{mean:?}");
-        let t2 = Tensor::<2>::from_data(
-            TensorData::new(vec![2.0 * l3, 0.0, 1.0, -1.0], [2, 2]),
-            &device,
-        );
-        let sum2 = kl_div_rows(s.clone(), t2.clone(), 2.0, KlReduction::ClassSum)
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32");
+        let t2 = tensor(&[2.0 * l3, 0.0, 1.0, -1.0], [2, 2], &device);
+        let sum2 = vals(kl_div_rows(
+            s.clone(),
+            t2.clone(),
+            2.0,
+            KlReduction::ClassSum,
+        ));
         assert!((sum2[0] as f64 - 4.0 * kl).abs() < 1e-5, "{sum2:?}");
-        let mean2 = kl_div_rows(s, t2, 2.0, KlReduction::ClassMean)
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32");
+        let mean2 = vals(kl_div_rows(s, t2, 2.0, KlReduction::ClassMean));
         assert!((mean2[0] as f64 - 2.0 * kl).abs() < 1e-5, "{mean2:?}");
     }
 
@@ -277,8 +232,8 @@ mod tests {
         let mut expected = 0.0;
         for (l, shape) in level_shapes().into_iter().enumerate() {
             let len = shape.iter().product();
-            let sv = lcg(11 + l as u64, len, 3.0);
-            let tv = lcg(97 + l as u64, len, 3.0);
+            let sv = Lcg::new(11 + l as u64).vec_f64(len, 3.0);
+            let tv = Lcg::new(97 + l as u64).vec_f64(len, 3.0);
             let [n, c, h, w] = shape;
             let at = |v: &[f64], ni: usize, ch: usize, y: usize, x: usize| {
                 v[((ni * c + ch) * h + y) * w + x]
@@ -291,20 +246,17 @@ mod tests {
                                 (0..k).map(|j| at(&sv, ni, ai * k + j, y, x)).collect();
                             let t: Vec<f64> =
                                 (0..k).map(|j| at(&tv, ni, ai * k + j, y, x)).collect();
-                            expected += kl_row_f64(&s, &t, temp);
+                            expected += kl_f64(&s, &t, temp);
                         }
                     }
                 }
             }
-            students.push(t4(&sv, shape, &ad));
-            teachers.push(t4(&tv, shape, &pd));
+            students.push(tensor(&sv, shape, &ad));
+            teachers.push(tensor(&tv, shape, &pd));
         }
         expected /= 2.0; // batchmean: / N
         let got = scalar(dense_logit_kd(&config, &students, &teachers, k));
-        assert!(
-            (got - expected).abs() <= 1e-4 * expected,
-            "{got} vs {expected}"
-        );
+        assert_rel(got, expected, 1e-4, "ClassSum");
         // ClassMean is exactly 1/K of ClassSum.
         let mean = scalar(dense_logit_kd(
             &config.clone().with_reduction(KlReduction::ClassMean),
@@ -321,12 +273,12 @@ mod tests {
         let pd = Device::flex();
         let ad = Device::flex().autodiff();
         let [s0, s1] = level_shapes();
-        let v0 = lcg(5, s0.iter().product(), 4.0);
-        let v1 = lcg(6, s1.iter().product(), 4.0);
+        let v0 = Lcg::new(5).vec_f64(s0.iter().product(), 4.0);
+        let v1 = Lcg::new(6).vec_f64(s1.iter().product(), 4.0);
         let got = scalar(dense_logit_kd(
             &LogitKdConfig::new(),
-            &[t4(&v0, s0, &ad), t4(&v1, s1, &ad)],
-            &[t4(&v0, s0, &pd), t4(&v1, s1, &pd)],
+            &[tensor(&v0, s0, &ad), tensor(&v1, s1, &ad)],
+            &[tensor(&v0, s0, &pd), tensor(&v1, s1, &pd)],
             3,
         ));
         assert!(got.abs() < 1e-6, "{got}");
@@ -337,10 +289,10 @@ mod tests {
         let pd = Device::flex();
         let ad = Device::flex().autodiff();
         let [s0, s1] = level_shapes();
-        let x0 = t4(&lcg(1, s0.iter().product(), 2.0), s0, &ad).require_grad();
-        let x1 = t4(&lcg(2, s1.iter().product(), 2.0), s1, &ad).require_grad();
-        let t0 = t4(&lcg(3, s0.iter().product(), 2.0), s0, &pd);
-        let t1 = t4(&lcg(4, s1.iter().product(), 2.0), s1, &pd);
+        let x0 = tensor(&Lcg::new(1).vec_f64(s0.iter().product(), 2.0), s0, &ad).require_grad();
+        let x1 = tensor(&Lcg::new(2).vec_f64(s1.iter().product(), 2.0), s1, &ad).require_grad();
+        let t0 = tensor(&Lcg::new(3).vec_f64(s0.iter().product(), 2.0), s0, &pd);
+        let t1 = tensor(&Lcg::new(4).vec_f64(s1.iter().product(), 2.0), s1, &pd);
         let loss = dense_logit_kd(
             &LogitKdConfig::new(),
             &[x0.clone(), x1.clone()],
@@ -349,8 +301,7 @@ mod tests {
         );
         let grads = loss.backward();
         for x in [x0, x1] {
-            let g = x.grad(&grads).expect("a gradient for the student");
-            let g = g.into_data().try_to_vec::<f32>().expect("f32");
+            let g = vals(x.grad(&grads).expect("a gradient for the student"));
             assert!(g.iter().all(|v| v.is_finite()));
             assert!(g.iter().any(|&v| v != 0.0));
         }

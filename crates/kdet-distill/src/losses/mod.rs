@@ -24,6 +24,8 @@ pub mod kd;
 pub mod ld;
 pub mod pgd;
 pub mod pkd;
+#[cfg(test)]
+pub(crate) mod test_util;
 
 use kdet_structures::{ImageSize, Instances};
 

@@ -151,57 +151,18 @@ fn standardize_channels(x: Tensor<4>) -> Tensor<2> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::losses::test_util::{
+        Lcg, assert_level_grads, assert_rel, grad_levels, level_tensors, level_values, scalar,
+        tensor, to_f64, vals,
+    };
     use burn::config::config_to_json;
-    use burn::tensor::{Device, TensorData};
-
-    /// Deterministic values in [-2, 2) from a 64-bit LCG (Knuth's MMIX constants).
-    fn lcg(seed: u64, len: usize) -> Vec<f32> {
-        let mut state = seed;
-        (0..len)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                (state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
-            })
-            .collect()
-    }
+    use burn::tensor::Device;
 
     /// N = 2, C = 3, two levels of different, non-square sizes (3x5 and 2x3).
     const SHAPES: [[usize; 4]; 2] = [[2, 3, 3, 5], [2, 3, 2, 3]];
 
-    fn tensor(values: &[f32], shape: [usize; 4], device: &Device) -> Tensor<4> {
-        Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
-    }
-
-    fn scalar(t: Tensor<1>) -> f32 {
-        t.into_data().try_to_vec::<f32>().expect("f32 data")[0]
-    }
-
-    fn values(t: Tensor<4>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().expect("f32 data")
-    }
-
     fn inputs() -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
-        let students = SHAPES
-            .iter()
-            .enumerate()
-            .map(|(i, s)| lcg(31 + i as u64, s.iter().product()))
-            .collect();
-        let teachers = SHAPES
-            .iter()
-            .enumerate()
-            .map(|(i, s)| lcg(301 + i as u64, s.iter().product()))
-            .collect();
-        (students, teachers)
-    }
-
-    fn levels(values: &[Vec<f32>], shapes: &[[usize; 4]], device: &Device) -> Vec<Tensor<4>> {
-        values
-            .iter()
-            .zip(shapes)
-            .map(|(v, &s)| tensor(v, s, device))
-            .collect()
+        (level_values(31, &SHAPES), level_values(301, &SHAPES))
     }
 
     /// Index of (n, c, h, w) in NCHW-contiguous data.
@@ -240,10 +201,6 @@ mod tests {
         0.5 * sum / (n * c * h * w) as f64
     }
 
-    fn to_f64(v: &[f32]) -> Vec<f64> {
-        v.iter().map(|&x| x as f64).collect()
-    }
-
     /// PyTorch bilinear, `align_corners=False`, in f64: source coordinate
     /// `max((dst + 0.5) * in / out - 0.5, 0)`, lower neighbour `floor`, upper neighbour
     /// clamped to the last index, weight = fractional part.
@@ -280,15 +237,15 @@ mod tests {
         let (sv, tv) = inputs();
         let got = scalar(pkd_loss(
             &PkdConfig::new(),
-            &levels(&sv, &SHAPES, &device),
-            &levels(&tv, &SHAPES, &device),
-        )) as f64;
+            &level_tensors(&sv, &SHAPES, &device),
+            &level_tensors(&tv, &SHAPES, &device),
+        ));
         let want: f64 = SHAPES
             .iter()
             .zip(sv.iter().zip(&tv))
             .map(|(&shape, (s, t))| reference_level(shape, &to_f64(s), &to_f64(t)))
             .sum();
-        assert!((got - want).abs() <= 1e-4 * want, "{got} vs {want}");
+        assert_rel(got, want, 1e-4, "golden");
     }
 
     #[test]
@@ -309,7 +266,7 @@ mod tests {
         // Identical inputs standardise identically, so every difference is exactly zero.
         let device = Device::flex();
         let (sv, _) = inputs();
-        let x = levels(&sv, &SHAPES, &device);
+        let x = level_tensors(&sv, &SHAPES, &device);
         assert_eq!(scalar(pkd_loss(&PkdConfig::new(), &x, &x)), 0.0);
     }
 
@@ -320,11 +277,13 @@ mod tests {
         // each channel's shape. A negative a_c flips the channel's sign and must change it.
         let device = Device::flex();
         let (sv, tv) = inputs();
-        let students = levels(&sv, &SHAPES, &device);
-        let teachers = levels(&tv, &SHAPES, &device);
+        let students = level_tensors(&sv, &SHAPES, &device);
+        let teachers = level_tensors(&tv, &SHAPES, &device);
         let affine = |a: [f32; 3], b: [f32; 3]| -> Vec<Tensor<4>> {
-            let a = Tensor::<4>::from_data(TensorData::new(a.to_vec(), [1, 3, 1, 1]), &device);
-            let b = Tensor::<4>::from_data(TensorData::new(b.to_vec(), [1, 3, 1, 1]), &device);
+            let (a, b) = (
+                tensor(&a, [1, 3, 1, 1], &device),
+                tensor(&b, [1, 3, 1, 1], &device),
+            );
             teachers
                 .iter()
                 .map(|t| t.clone() * a.clone() + b.clone())
@@ -336,7 +295,7 @@ mod tests {
             &students,
             &affine([5.0, 0.2, 1.5], [3.0, -7.0, 0.25]),
         ));
-        assert!((base - moved).abs() < 1e-4 * base, "{base} vs {moved}");
+        assert_rel(moved, base, 1e-4, "positive affine teacher");
         let flipped = scalar(pkd_loss(
             &PkdConfig::new(),
             &students,
@@ -352,7 +311,7 @@ mod tests {
         // With align_corners=True it would be [1, 4/3, 5/3, 2].
         let device = Device::flex();
         let x = tensor(&[1.0, 2.0], [1, 1, 1, 2], &device);
-        let y = values(resize_bilinear(x, [1, 4]));
+        let y = vals(resize_bilinear(x, [1, 4]));
         let want = [1.0, 1.25, 1.75, 2.0];
         assert!(
             y.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6),
@@ -360,8 +319,8 @@ mod tests {
         );
         // Random 2x3 -> 4x6 and 3x5 -> 2x3 against the f64 reference.
         for (shape, out) in [([2, 3, 2, 3], [4, 6]), ([2, 3, 3, 5], [2, 3])] {
-            let v = lcg(7, shape.iter().product());
-            let got = values(resize_bilinear(tensor(&v, shape, &device), out));
+            let v = Lcg::new(7).vec_f32(shape.iter().product(), 2.0);
+            let got = vals(resize_bilinear(tensor(&v, shape, &device), out));
             let want = reference_resize(shape, &to_f64(&v), out);
             assert_eq!(got.len(), want.len());
             for (a, b) in got.iter().zip(&want) {
@@ -378,27 +337,15 @@ mod tests {
         let device = Device::flex();
         let shapes_s = [[2, 3, 3, 5], [2, 3, 2, 3]];
         let shapes_t = [[2, 3, 3, 5], [2, 3, 4, 6]];
-        let sv: Vec<Vec<f32>> = shapes_s
-            .iter()
-            .enumerate()
-            .map(|(i, s)| lcg(41 + i as u64, s.iter().product()))
-            .collect();
-        let tv: Vec<Vec<f32>> = shapes_t
-            .iter()
-            .enumerate()
-            .map(|(i, s)| lcg(401 + i as u64, s.iter().product()))
-            .collect();
-        let students = levels(&sv, &shapes_s, &device);
-        let teachers = levels(&tv, &shapes_t, &device);
+        let (sv, tv) = (level_values(41, &shapes_s), level_values(401, &shapes_t));
+        let students = level_tensors(&sv, &shapes_s, &device);
+        let teachers = level_tensors(&tv, &shapes_t, &device);
         let got = scalar(pkd_loss(&PkdConfig::new(), &students, &teachers));
         assert!(got.is_finite() && got > 0.0, "{got}");
         let up = reference_resize(shapes_s[1], &to_f64(&sv[1]), [4, 6]);
         let want = reference_level(shapes_t[0], &to_f64(&sv[0]), &to_f64(&tv[0]))
             + reference_level(shapes_t[1], &up, &to_f64(&tv[1]));
-        assert!(
-            ((got as f64) - want).abs() <= 1e-4 * want,
-            "{got} vs {want}"
-        );
+        assert_rel(got, want, 1e-4, "resized student");
         let other = scalar(pkd_loss(
             &PkdConfig::new().with_resize_student(false),
             &students,
@@ -409,36 +356,31 @@ mod tests {
             "{other} vs {got}"
         );
         // A width-only mismatch (official code: assertion failure) is resized as well.
-        let s = [tensor(&lcg(3, 2 * 3 * 2 * 3), [2, 3, 2, 3], &device)];
-        let t = [tensor(&lcg(4, 2 * 3 * 2 * 5), [2, 3, 2, 5], &device)];
+        let s = [tensor(
+            &Lcg::new(3).vec_f32(2 * 3 * 2 * 3, 2.0),
+            [2, 3, 2, 3],
+            &device,
+        )];
+        let t = [tensor(
+            &Lcg::new(4).vec_f32(2 * 3 * 2 * 5, 2.0),
+            [2, 3, 2, 5],
+            &device,
+        )];
         assert!(scalar(pkd_loss(&PkdConfig::new(), &s, &t)).is_finite());
     }
 
     #[test]
     fn gradient_reaches_student_through_resize() {
-        let plain = Device::flex();
-        let autodiff = Device::flex().autodiff();
         let shapes_s = [[2, 3, 3, 5], [2, 3, 1, 2]];
         let shapes_t = [[2, 3, 3, 5], [2, 3, 2, 3]];
-        let students: Vec<Tensor<4>> = shapes_s
-            .iter()
-            .enumerate()
-            .map(|(i, &s)| {
-                tensor(&lcg(51 + i as u64, s.iter().product()), s, &autodiff).require_grad()
-            })
-            .collect();
-        let teachers: Vec<Tensor<4>> = shapes_t
-            .iter()
-            .enumerate()
-            .map(|(i, &s)| tensor(&lcg(501 + i as u64, s.iter().product()), s, &plain))
-            .collect();
-        assert!(!teachers[0].is_autodiff());
+        let (students, teachers) = grad_levels(
+            &level_values(51, &shapes_s),
+            &shapes_s,
+            &level_values(501, &shapes_t),
+            &shapes_t,
+        );
         let grads = pkd_loss(&PkdConfig::new(), &students, &teachers).backward();
-        for (level, s) in students.iter().enumerate() {
-            let g = values(s.grad(&grads).expect("student level has a gradient"));
-            assert!(g.iter().all(|v| v.is_finite()), "level {level}: {g:?}");
-            assert!(g.iter().any(|v| v.abs() > 1e-6), "level {level}: all zero");
-        }
+        assert_level_grads(&students, &grads);
     }
 
     #[test]
@@ -454,12 +396,16 @@ mod tests {
         let s = [Tensor::<4>::ones(shape, &autodiff)
             .mul_scalar(2.0)
             .require_grad()];
-        let t = [tensor(&lcg(9, shape.iter().product()), shape, &plain)];
+        let t = [tensor(
+            &Lcg::new(9).vec_f32(shape.iter().product(), 2.0),
+            shape,
+            &plain,
+        )];
         let loss = pkd_loss(&PkdConfig::new(), &s, &t);
         let grads = loss.clone().backward();
         let v = scalar(loss);
         assert!((v - 11.0 / 24.0).abs() < 1e-5, "{v}");
-        let g = values(s[0].grad(&grads).expect("student has a gradient"));
+        let g = vals(s[0].grad(&grads).expect("student has a gradient"));
         assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
         // M = 1 (one image, 1x1 map): official NaN (unbiased std of one value); here both
         // standardised maps are 0 and the loss is 0.

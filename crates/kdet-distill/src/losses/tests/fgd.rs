@@ -1,47 +1,10 @@
 //! Tests of [`super`] (fgd.rs), kept apart to keep the loss file readable.
 use super::*;
+use crate::losses::test_util::{
+    GtBatch, Lcg, assert_rel, instances, scalar, tensor, tensor_data, vals,
+};
 use burn::module::Param;
-use kdet_structures::{Boxes, ImageSize, Instances};
-
-fn vals<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().expect("f32 data")
-}
-
-fn scalar(t: Tensor<1>) -> f64 {
-    vals(t)[0] as f64
-}
-
-fn assert_rel(actual: f64, expected: f64, tol: f64, what: &str) {
-    let err = (actual - expected).abs() / expected.abs().max(1e-12);
-    assert!(
-        err < tol,
-        "{what}: got {actual}, expected {expected} (rel err {err})"
-    );
-}
-
-/// A small LCG giving reproducible values in [-1, 1).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-    }
-    fn vec(&mut self, len: usize) -> Vec<f64> {
-        (0..len).map(|_| self.next()).collect()
-    }
-}
-
-fn instances(size: ImageSize, boxes: Vec<[f32; 4]>, classes: Vec<usize>) -> Instances {
-    Instances::new(size, Boxes::new(boxes), classes).expect("valid test instances")
-}
-
-fn tensor4(v: &[f64], shape: [usize; 4], device: &Device) -> Tensor<4> {
-    let data: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-    Tensor::from_data(TensorData::new(data, shape), device)
-}
+use kdet_structures::{ImageSize, Instances};
 
 // ---------------------------------------------------------------- f64 reference
 
@@ -122,32 +85,22 @@ impl GcParams {
     fn random(rng: &mut Lcg, c: usize) -> Self {
         let m = c / 2;
         Self {
-            wk: rng.vec(c),
-            bk: rng.next(),
-            w1: rng.vec(m * c),
-            b1: rng.vec(m),
-            gamma: rng.vec(m).iter().map(|x| 1.0 + 0.5 * x).collect(),
-            beta: rng.vec(m).iter().map(|x| 0.5 * x).collect(),
-            w2: rng.vec(c * m),
-            b2: rng.vec(c),
+            wk: rng.vec_f64(c, 1.0),
+            bk: rng.uniform(1.0),
+            w1: rng.vec_f64(m * c, 1.0),
+            b1: rng.vec_f64(m, 1.0),
+            gamma: rng.vec_f64(m, 1.0).iter().map(|x| 1.0 + 0.5 * x).collect(),
+            beta: rng.vec_f64(m, 1.0).iter().map(|x| 0.5 * x).collect(),
+            w2: rng.vec_f64(c * m, 1.0),
+            b2: rng.vec_f64(c, 1.0),
         }
     }
 
     /// A [`GcBlock`] holding these parameters.
     fn block(&self, c: usize, device: &Device) -> GcBlock {
         let m = c / 2;
-        let p4 = |v: &[f64], shape: [usize; 4]| {
-            Param::from_data(
-                TensorData::new(v.iter().map(|&x| x as f32).collect::<Vec<_>>(), shape),
-                device,
-            )
-        };
-        let p1 = |v: &[f64]| {
-            Param::from_data(
-                TensorData::new(v.iter().map(|&x| x as f32).collect::<Vec<_>>(), [v.len()]),
-                device,
-            )
-        };
+        let p4 = |v: &[f64], shape: [usize; 4]| Param::from_data(tensor_data(v, shape), device);
+        let p1 = |v: &[f64]| Param::from_data(tensor_data(v, [v.len()]), device);
         let mut b = GcBlock::new(c, device);
         b.conv_mask.weight = p4(&self.wk, [1, c, 1, 1]);
         b.conv_mask.bias = Some(p1(&[self.bk]));
@@ -220,16 +173,15 @@ impl GcParams {
 fn masks_hand_values_with_border_box() {
     let device = Device::flex();
     let size = ImageSize::new(24, 32);
-    let gt = [instances(
+    let gt = GtBatch::new(
+        vec![instances(
+            size,
+            vec![[8.0, 8.0, 32.0, 24.0], [4.0, 2.0, 12.0, 10.0]],
+            vec![0, 1],
+        )],
         size,
-        vec![[8.0, 8.0, 32.0, 24.0], [4.0, 2.0, 12.0, 10.0]],
-        vec![0, 1],
-    )];
-    let targets = KdTargets {
-        gt: &gt,
-        image_sizes: &[size],
-        padded_size: size,
-    };
+    );
+    let targets = gt.targets();
     let (fg, bg) = fgd_masks(&targets, 3, 4, &device);
     assert_eq!(fg.dims(), [1, 3, 4]);
     let (a, b) = (1.0 / 12.0, 1.0 / 9.0);
@@ -243,12 +195,11 @@ fn masks_hand_values_with_border_box() {
     }
 
     // Only the border box: 1/12 on exactly 6 cells (sum 1/2, not 1).
-    let gt = [instances(size, vec![[8.0, 8.0, 32.0, 24.0]], vec![0])];
-    let targets = KdTargets {
-        gt: &gt,
-        image_sizes: &[size],
-        padded_size: size,
-    };
+    let gt = GtBatch::new(
+        vec![instances(size, vec![[8.0, 8.0, 32.0, 24.0]], vec![0])],
+        size,
+    );
+    let targets = gt.targets();
     let fg = vals(fgd_masks(&targets, 3, 4, &device).0);
     assert_eq!(
         fg.iter().filter(|&&v| (v as f64 - a).abs() < 1e-7).count(),
@@ -272,17 +223,16 @@ fn masks_hand_values_with_border_box() {
 fn hand_derived_tiny_case() {
     let device = Device::flex();
     let size = ImageSize::new(8, 16);
-    let gt = [instances(size, vec![[0.0, 0.0, 4.0, 4.0]], vec![0])];
-    let targets = KdTargets {
-        gt: &gt,
-        image_sizes: &[size],
-        padded_size: size,
-    };
+    let gt = GtBatch::new(
+        vec![instances(size, vec![[0.0, 0.0, 4.0, 4.0]], vec![0])],
+        size,
+    );
+    let targets = gt.targets();
     let (fg_mask, bg_mask) = fgd_masks(&targets, 1, 2, &device);
     assert_eq!(vals(fg_mask), vec![0.25, 0.25]);
     assert_eq!(vals(bg_mask), vec![0.0, 0.0]);
-    let t = tensor4(&[1.0, 3.0, 1.0, 3.0], [1, 2, 1, 2], &device);
-    let s = tensor4(&[0.0; 4], [1, 2, 1, 2], &device);
+    let t = tensor(&[1.0, 3.0, 1.0, 3.0], [1, 2, 1, 2], &device);
+    let s = tensor(&[0.0; 4], [1, 2, 1, 2], &device);
     let sp = vals(spatial_attention(t.clone(), 0.5));
     assert!((sp[0] as f64 - 0.0359724).abs() < 1e-6, "{sp:?}");
     assert!((sp[1] as f64 - 1.9640276).abs() < 1e-6, "{sp:?}");
@@ -305,16 +255,15 @@ fn hand_derived_tiny_case() {
 #[test]
 fn masks_use_img_shape_not_padded_size() {
     let device = Device::flex();
-    let gt = [instances(
-        ImageSize::new(16, 16),
-        vec![[0.0, 0.0, 8.0, 8.0]],
-        vec![0],
-    )];
-    let targets = KdTargets {
-        gt: &gt,
-        image_sizes: &[ImageSize::new(16, 16)],
-        padded_size: ImageSize::new(16, 32),
-    };
+    let gt = GtBatch::new(
+        vec![instances(
+            ImageSize::new(16, 16),
+            vec![[0.0, 0.0, 8.0, 8.0]],
+            vec![0],
+        )],
+        ImageSize::new(16, 32),
+    );
+    let targets = gt.targets();
     let fg = vals(fgd_masks(&targets, 2, 4, &device).0);
     let s = 1.0 / 6.0;
     let expected = [s, s, s, 0.0, s, s, s, 0.0];
@@ -329,19 +278,15 @@ fn masks_use_img_shape_not_padded_size() {
 fn no_gt_image() {
     let device = Device::flex();
     let size = ImageSize::new(24, 40);
-    let gt = [Instances::empty(size)];
-    let targets = KdTargets {
-        gt: &gt,
-        image_sizes: &[size],
-        padded_size: size,
-    };
+    let gt = GtBatch::new(vec![Instances::empty(size)], size);
+    let targets = gt.targets();
     let (fg, bg) = fgd_masks(&targets, 3, 5, &device);
     assert!(vals(fg).iter().all(|&v| v == 0.0));
     assert!(vals(bg).iter().all(|&v| (v - 1.0 / 15.0).abs() < 1e-7));
 
-    let mut rng = Lcg(7);
-    let s = tensor4(&rng.vec(4 * 15), [1, 4, 3, 5], &device);
-    let t = tensor4(&rng.vec(4 * 15), [1, 4, 3, 5], &device);
+    let mut rng = Lcg::new(7);
+    let s = tensor(&rng.vec_f64(4 * 15, 1.0), [1, 4, 3, 5], &device);
+    let t = tensor(&rng.vec_f64(4 * 15, 1.0), [1, 4, 3, 5], &device);
     let modules = FgdConfig::new().init(&[4], &device);
     let terms = modules.forward(&FgdConfig::new(), &[s], &[t], &targets);
     assert_eq!(scalar(terms.fg), 0.0);
@@ -369,17 +314,16 @@ fn golden_terms() {
         vec![[5.0, 7.0, 45.0, 25.0], [40.0, 20.0, 64.0, 48.0]],
         vec![[10.0, 12.0, 50.0, 36.0]],
     ];
-    let gt = [
-        instances(sizes[0], boxes[0].clone(), vec![0, 1]),
-        instances(sizes[1], boxes[1].clone(), vec![2]),
-    ];
-    let targets = KdTargets {
-        gt: &gt,
-        image_sizes: &sizes,
-        padded_size: ImageSize::new(48, 64),
-    };
+    let gt = GtBatch::new(
+        vec![
+            instances(sizes[0], boxes[0].clone(), vec![0, 1]),
+            instances(sizes[1], boxes[1].clone(), vec![2]),
+        ],
+        ImageSize::new(48, 64),
+    );
+    let targets = gt.targets();
     let config = FgdConfig::new();
-    let mut rng = Lcg(2022);
+    let mut rng = Lcg::new(2022);
     let shapes = [[n, c, 6, 8], [n, c, 3, 4]];
     let mut modules = config.init(&[c, c], &device);
     let mut params = Vec::new();
@@ -396,10 +340,10 @@ fn golden_terms() {
     for (shape, (ps, pt)) in shapes.iter().zip(&params) {
         let [_, _, h, w] = *shape;
         let len = shape.iter().product();
-        let s: Vec<f64> = rng.vec(len);
-        let t: Vec<f64> = rng.vec(len).iter().map(|x| 1.5 * x).collect();
-        students.push(tensor4(&s, *shape, &device));
-        teachers.push(tensor4(&t, *shape, &device));
+        let s: Vec<f64> = rng.vec_f64(len, 1.0);
+        let t: Vec<f64> = rng.vec_f64(len, 1.0).iter().map(|x| 1.5 * x).collect();
+        students.push(tensor(&s, *shape, &device));
+        teachers.push(tensor(&t, *shape, &device));
 
         let (fg, bg) = ref_masks(&boxes, &[(48.0, 64.0), (40.0, 56.0)], h, w);
         let tau = config.temperature as f64;
@@ -451,18 +395,17 @@ fn golden_terms() {
 fn zero_when_student_equals_teacher() {
     let device = Device::flex();
     let size = ImageSize::new(32, 48);
-    let gt = [
-        instances(size, vec![[4.0, 4.0, 20.0, 30.0]], vec![0]),
-        instances(size, vec![[10.0, 2.0, 40.0, 16.0]], vec![1]),
-    ];
-    let targets = KdTargets {
-        gt: &gt,
-        image_sizes: &[size, size],
-        padded_size: size,
-    };
-    let mut rng = Lcg(3);
-    let f0 = tensor4(&rng.vec(2 * 4 * 4 * 6), [2, 4, 4, 6], &device);
-    let f1 = tensor4(&rng.vec(2 * 4 * 2 * 3), [2, 4, 2, 3], &device);
+    let gt = GtBatch::new(
+        vec![
+            instances(size, vec![[4.0, 4.0, 20.0, 30.0]], vec![0]),
+            instances(size, vec![[10.0, 2.0, 40.0, 16.0]], vec![1]),
+        ],
+        size,
+    );
+    let targets = gt.targets();
+    let mut rng = Lcg::new(3);
+    let f0 = tensor(&rng.vec_f64(2 * 4 * 4 * 6, 1.0), [2, 4, 4, 6], &device);
+    let f1 = tensor(&rng.vec_f64(2 * 4 * 2 * 3, 1.0), [2, 4, 2, 3], &device);
     let config = FgdConfig::new();
     let modules = config.init(&[4, 4], &device);
     let terms = modules.forward(&config, &[f0.clone(), f1.clone()], &[f0, f1], &targets);
@@ -494,24 +437,23 @@ fn gradients_reach_student_and_both_gcblocks() {
     let plain = Device::flex();
     let device = Device::flex().autodiff();
     let size = ImageSize::new(32, 40);
-    let gt = [
-        instances(size, vec![[3.0, 5.0, 22.0, 28.0]], vec![0]),
-        instances(size, vec![[12.0, 1.0, 40.0, 18.0]], vec![1]),
-    ];
-    let targets = KdTargets {
-        gt: &gt,
-        image_sizes: &[size, size],
-        padded_size: size,
-    };
-    let mut rng = Lcg(11);
+    let gt = GtBatch::new(
+        vec![
+            instances(size, vec![[3.0, 5.0, 22.0, 28.0]], vec![0]),
+            instances(size, vec![[12.0, 1.0, 40.0, 18.0]], vec![1]),
+        ],
+        size,
+    );
+    let targets = gt.targets();
+    let mut rng = Lcg::new(11);
     let shape = [2, 4, 4, 5];
-    let s_vals = rng.vec(2 * 4 * 20);
-    let t_vals = rng.vec(2 * 4 * 20);
+    let s_vals = rng.vec_f64(2 * 4 * 20, 1.0);
+    let t_vals = rng.vec_f64(2 * 4 * 20, 1.0);
     let config = FgdConfig::new();
 
     // Stage 1: official init.
-    let student = tensor4(&s_vals, shape, &device).require_grad();
-    let teacher = tensor4(&t_vals, shape, &plain);
+    let student = tensor(&s_vals, shape, &device).require_grad();
+    let teacher = tensor(&t_vals, shape, &plain);
     assert!(!teacher.is_autodiff());
     let modules = config.init(&[4], &device);
     let loss = modules
@@ -548,7 +490,7 @@ fn gradients_reach_student_and_both_gcblocks() {
     let mut modules = config.init(&[4], &device);
     modules.levels[0].student = GcParams::random(&mut rng, 4).block(4, &device);
     modules.levels[0].teacher = GcParams::random(&mut rng, 4).block(4, &device);
-    let student = tensor4(&s_vals, shape, &device).require_grad();
+    let student = tensor(&s_vals, shape, &device).require_grad();
     let loss = modules
         .forward(
             &config,

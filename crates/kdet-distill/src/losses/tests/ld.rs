@@ -1,37 +1,16 @@
 //! Tests of [`super`] (ld.rs), kept apart to keep the loss file readable.
 use super::*;
+use crate::losses::test_util::{GtBatch, Lcg, assert_rel, instances, kl_f64, scalar, tensor, vals};
 use burn::tensor::Device;
 use kdet_models::ImageAssignment;
 use kdet_models::priors::AnchorGeneratorConfig;
-use kdet_structures::{Boxes, ImageSize, Instances};
+use kdet_structures::{ImageSize, Instances};
 
 const K: usize = 3;
 const REG_MAX: usize = 4;
 const BINS: usize = REG_MAX + 1;
 /// `(H, W)` of the two levels (strides 8 and 16): 6 + 2 priors per image.
 const LEVELS: [(usize, usize); 2] = [(2, 3), (1, 2)];
-
-/// A small deterministic LCG in `[-amp, amp)` (no `rand` dependency).
-fn lcg(seed: u64, len: usize, amp: f64) -> Vec<f64> {
-    let mut s = seed;
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * amp
-        })
-        .collect()
-}
-
-fn t4(v: &[f64], shape: [usize; 4], device: &Device) -> Tensor<4> {
-    let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-    Tensor::from_data(TensorData::new(v, shape), device)
-}
-
-fn scalar(t: Tensor<1>) -> f64 {
-    t.into_data().try_to_vec::<f32>().expect("f32 data")[0] as f64
-}
 
 fn head_level(cls: Tensor<4>, reg: Tensor<4>, stride: usize) -> HeadLevel {
     let [n, _, h, w] = cls.dims();
@@ -48,15 +27,7 @@ fn head_level(cls: Tensor<4>, reg: Tensor<4>, stride: usize) -> HeadLevel {
 
 /// `T² KL(softmax(t/T) ‖ softmax(s/T)) / D` of one row in f64 (mmdet's class mean).
 fn kl_mean_f64(s: &[f64], t: &[f64], temp: f64) -> f64 {
-    let softmax = |z: &[f64]| {
-        let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = z.iter().map(|v| ((v - m) / temp).exp()).collect();
-        let sum: f64 = e.iter().sum();
-        e.into_iter().map(|v| v / sum).collect::<Vec<_>>()
-    };
-    let (ps, pt) = (softmax(s), softmax(t));
-    let kl: f64 = pt.iter().zip(&ps).map(|(a, b)| a * (a.ln() - b.ln())).sum();
-    temp * temp * kl / s.len() as f64
+    kl_f64(s, t, temp) / s.len() as f64
 }
 
 /// Priors of [`LEVELS`]: anchors of side 8·stride (GFL), offsets `[0, 6, 8]`.
@@ -102,8 +73,8 @@ fn raw(seed: u64) -> Raw {
         .enumerate()
         .map(|(l, &(h, w))| {
             (
-                lcg(seed + 10 * l as u64, 2 * K * h * w, 3.0),
-                lcg(seed + 10 * l as u64 + 5, 2 * 4 * BINS * h * w, 6.0),
+                Lcg::new(seed + 10 * l as u64).vec_f64(2 * K * h * w, 3.0),
+                Lcg::new(seed + 10 * l as u64 + 5).vec_f64(2 * 4 * BINS * h * w, 6.0),
             )
         })
         .collect()
@@ -115,8 +86,8 @@ fn levels(raw: &Raw, device: &Device) -> Vec<HeadLevel> {
         .zip([8, 16])
         .map(|(((c, r), (h, w)), stride)| {
             head_level(
-                t4(c, [2, K, h, w], device),
-                t4(r, [2, 4 * BINS, h, w], device),
+                tensor(c, [2, K, h, w], device),
+                tensor(r, [2, 4 * BINS, h, w], device),
                 stride,
             )
         })
@@ -199,8 +170,9 @@ fn golden_values_of_the_three_terms() {
         REG_MAX,
     );
     let got = [scalar(terms.ld), scalar(terms.vlr), scalar(terms.kd)];
-    for (g, e) in got.iter().zip(exp) {
-        assert!(e > 0.0 && (g - e).abs() <= 1e-4 * e, "{got:?} vs {exp:?}");
+    for ((g, e), name) in got.iter().zip(exp).zip(["ld", "vlr", "kd"]) {
+        assert!(e > 0.0, "{name}: {exp:?}");
+        assert_rel(*g, e, 1e-4, name);
     }
 }
 
@@ -224,13 +196,13 @@ fn hand_derived_single_prior() {
     let pd = Device::flex();
     let l3 = temp as f64 * 3f64.ln();
     let student = vec![head_level(
-        t4(&[0.0; 2], [1, 2, 1, 1], &ad),
-        t4(&[0.0; 8], [1, 8, 1, 1], &ad),
+        tensor(&[0.0; 2], [1, 2, 1, 1], &ad),
+        tensor(&[0.0; 8], [1, 8, 1, 1], &ad),
         8,
     )];
     let teacher = vec![head_level(
-        t4(&[l3, 0.0], [1, 2, 1, 1], &pd),
-        t4(&[l3, 0.0, l3, 0.0, l3, 0.0, l3, 0.0], [1, 8, 1, 1], &pd),
+        tensor(&[l3, 0.0], [1, 2, 1, 1], &pd),
+        tensor(&[l3, 0.0, l3, 0.0, l3, 0.0, l3, 0.0], [1, 8, 1, 1], &pd),
         8,
     )];
     let priors = AnchorGeneratorConfig::new()
@@ -241,8 +213,8 @@ fn hand_derived_single_prior() {
     let ell = 2.0 * (0.75 * 3f64.ln() - 2f64.ln());
     let got = [scalar(terms.ld), scalar(terms.vlr), scalar(terms.kd)];
     let exp = [0.125 * ell, 0.03125 * ell, 10.0 * ell];
-    for (g, e) in got.iter().zip(exp) {
-        assert!((g - e).abs() <= 1e-5 * e, "{got:?} vs {exp:?}");
+    for ((g, e), name) in got.iter().zip(exp).zip(["ld", "vlr", "kd"]) {
+        assert_rel(*g, e, 1e-5, name);
     }
 }
 
@@ -291,8 +263,7 @@ fn no_positives_and_no_vlr_give_zero_and_a_connected_graph() {
         assert_eq!(v, 0.0);
     }
     let grads = total.backward();
-    let g = reg.grad(&grads).expect("the zero term keeps the graph");
-    let g = g.into_data().try_to_vec::<f32>().expect("f32");
+    let g = vals(reg.grad(&grads).expect("the zero term keeps the graph"));
     assert!(g.iter().all(|&v| v == 0.0));
 }
 
@@ -319,11 +290,7 @@ fn gradients_reach_student_cls_and_box_regression() {
     );
     let grads = (terms.ld + terms.vlr + terms.kd).backward();
     for g in [cls.grad(&grads), reg.grad(&grads)] {
-        let g = g
-            .expect("a gradient")
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32");
+        let g = vals(g.expect("a gradient"));
         assert!(g.iter().all(|v| v.is_finite()));
         assert!(g.iter().any(|&v| v != 0.0));
     }
@@ -336,11 +303,6 @@ fn grid_priors() -> Priors {
         .with_strides(vec![8])
         .with_octave_base_scale(2.0)
         .grid_priors(&[(4, 4)])
-}
-
-fn instances(size: ImageSize, boxes: Vec<[f32; 4]>) -> Instances {
-    let n = boxes.len();
-    Instances::new(size, Boxes::new(boxes), vec![0; n]).expect("valid instances")
 }
 
 #[test]
@@ -366,12 +328,8 @@ fn vlr_matches_hand_computed_bounds() {
     assert!(vlr_diou(VlrDiou::Iou, p.boxes[0], gt) < 0.25 * t);
     assert!(vlr_diou(VlrDiou::AnchorIof, p.boxes[5], gt) >= t);
     let size = ImageSize::new(32, 32);
-    let gts = [instances(size, vec![gt])];
-    let targets = KdTargets {
-        gt: &gts,
-        image_sizes: &[size],
-        padded_size: size,
-    };
+    let gts = GtBatch::new(vec![instances(size, vec![gt], vec![0])], size);
+    let targets = gts.targets();
     for kind in [VlrDiou::AnchorIof, VlrDiou::Iou] {
         let config = LdConfig::new().with_vlr_topk(3).with_vlr_diou(kind);
         let v = vlr_weights(&config, &p, &targets);
@@ -395,12 +353,11 @@ fn official_diou_uses_the_anchor_area() {
     //   DIoU (IoF)  = 144/256 − 0.04 = 0.5225 ≥ t_g -> out (the official code).
     let p = grid_priors();
     let size = ImageSize::new(32, 32);
-    let gts = [instances(size, vec![[4.0, 4.0, 20.0, 20.0]])];
-    let targets = KdTargets {
-        gt: &gts,
-        image_sizes: &[size],
-        padded_size: size,
-    };
+    let gts = GtBatch::new(
+        vec![instances(size, vec![[4.0, 4.0, 20.0, 20.0]], vec![0])],
+        size,
+    );
+    let targets = gts.targets();
     let base = LdConfig::new().with_vlr_topk(4);
     let paper = vlr_weights(&base.clone().with_vlr_diou(VlrDiou::Iou), &p, &targets);
     let official = vlr_weights(&base, &p, &targets);
@@ -419,16 +376,12 @@ fn vlr_skips_padding_crowd_and_empty_images() {
     let p = grid_priors();
     let small = ImageSize::new(16, 16);
     let boxes = vec![[0.0, 0.0, 16.0, 16.0], [2.0, 2.0, 14.0, 10.0]];
-    let crowd = instances(small, boxes.clone())
+    let crowd = instances(small, boxes.clone(), vec![0; 2])
         .with_crowd(vec![false, true])
         .expect("one flag per box");
-    let gts = [crowd, Instances::empty(small)];
-    let sizes = [small, small];
-    let targets = KdTargets {
-        gt: &gts,
-        image_sizes: &sizes,
-        padded_size: ImageSize::new(32, 32),
-    };
+    let padded = ImageSize::new(32, 32);
+    let gts = GtBatch::new(vec![crowd, Instances::empty(small)], padded);
+    let targets = gts.targets();
     let config = LdConfig::new().with_vlr_topk(3);
     let v = vlr_weights(&config, &p, &targets);
     let mut expected = vec![0.0f32; 16];
@@ -438,16 +391,8 @@ fn vlr_skips_padding_crowd_and_empty_images() {
         assert!((g - e).abs() < 1e-6, "prior {i}: {g} vs {e}");
     }
     assert!(v[1].iter().all(|&x| x == 0.0));
-    let plain = [instances(small, boxes)];
-    let with_box = vlr_weights(
-        &config,
-        &p,
-        &KdTargets {
-            gt: &plain,
-            image_sizes: &[small],
-            padded_size: ImageSize::new(32, 32),
-        },
-    );
+    let plain = GtBatch::new(vec![instances(small, boxes, vec![0; 2])], padded);
+    let with_box = vlr_weights(&config, &p, &plain.targets());
     assert_ne!(with_box[0], v[0]);
 }
 

@@ -1,46 +1,7 @@
 //! Tests of [`super`] (pgd.rs), kept apart to keep the loss file readable.
 use super::*;
-use kdet_structures::{Boxes, ImageSize, Instances};
-
-fn vals<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().try_to_vec::<f32>().expect("f32 data")
-}
-
-fn scalar(t: Tensor<1>) -> f64 {
-    vals(t)[0] as f64
-}
-
-fn assert_rel(actual: f64, expected: f64, tol: f64, what: &str) {
-    let err = (actual - expected).abs() / expected.abs().max(1e-12);
-    assert!(
-        err < tol,
-        "{what}: got {actual}, expected {expected} (rel err {err})"
-    );
-}
-
-/// A small LCG giving reproducible values in [-1, 1).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-    }
-    fn vec(&mut self, len: usize) -> Vec<f64> {
-        (0..len).map(|_| self.next()).collect()
-    }
-}
-
-fn instances(size: ImageSize, boxes: Vec<[f32; 4]>, classes: Vec<usize>) -> Instances {
-    Instances::new(size, Boxes::new(boxes), classes).expect("valid test instances")
-}
-
-fn tensor<const D: usize>(v: &[f64], shape: [usize; D], device: &Device) -> Tensor<D> {
-    let data: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-    Tensor::from_data(TensorData::new(data, shape), device)
-}
+use crate::losses::test_util::{GtBatch, Lcg, assert_rel, instances, scalar, tensor, vals};
+use kdet_structures::{ImageSize, Instances};
 
 /// Priors of `levels` = `(H, W, stride)`, `a` per cell, in `(y, x, a)` order; anchor `j`
 /// of a cell is a square of side `stride · (j + 1)` around the cell centre.
@@ -93,12 +54,8 @@ fn masks_hand_case() {
     let priors = make_priors(&[(3, 4, 8)], 1);
     let g = [0.0, 0.0, 20.0, 20.0];
     let size = ImageSize::new(24, 32);
-    let gt = [instances(size, vec![g], vec![0])];
-    let targets = KdTargets {
-        gt: &gt,
-        image_sizes: &[size],
-        padded_size: size,
-    };
+    let gt = GtBatch::new(vec![instances(size, vec![g], vec![0])], size);
+    let targets = gt.targets();
     let mut scores = vec![0.0f32; 12 * 2];
     for a in 0..12 {
         scores[a * 2] = 0.1;
@@ -261,27 +218,25 @@ fn masks_golden_two_levels_two_anchors() {
         vec![([6.0, 5.0, 30.0, 26.0], 1), ([20.0, 2.0, 46.0, 20.0], 3)],
         vec![([3.0, 8.0, 25.0, 30.0], 0)],
     ];
-    let gt: Vec<Instances> = gts
-        .iter()
-        .map(|g| {
-            instances(
-                size,
-                g.iter().map(|x| x.0).collect(),
-                g.iter().map(|x| x.1).collect(),
-            )
-        })
-        .collect();
-    let targets = KdTargets {
-        gt: &gt,
-        image_sizes: &[size, size],
-        padded_size: size,
-    };
-    let mut rng = Lcg(5);
+    let gt = GtBatch::new(
+        gts.iter()
+            .map(|g| {
+                instances(
+                    size,
+                    g.iter().map(|x| x.0).collect(),
+                    g.iter().map(|x| x.1).collect(),
+                )
+            })
+            .collect(),
+        size,
+    );
+    let targets = gt.targets();
+    let mut rng = Lcg::new(5);
     let mut scores = Vec::new();
     let mut boxes = Vec::new();
     for _ in 0..2 {
         scores.push(
-            rng.vec(p * k)
+            rng.vec_f64(p * k, 1.0)
                 .iter()
                 .map(|v| (0.5 + 0.49 * v) as f32)
                 .collect::<Vec<_>>(),
@@ -291,8 +246,11 @@ fn masks_golden_two_levels_two_anchors() {
                 .centers
                 .iter()
                 .map(|c| {
-                    let (hw, hh) = (6.0 + 8.0 * rng.next().abs(), 6.0 + 8.0 * rng.next().abs());
-                    let (dx, dy) = (3.0 * rng.next(), 3.0 * rng.next());
+                    let (hw, hh) = (
+                        6.0 + 8.0 * rng.uniform(1.0).abs(),
+                        6.0 + 8.0 * rng.uniform(1.0).abs(),
+                    );
+                    let (dx, dy) = (3.0 * rng.uniform(1.0), 3.0 * rng.uniform(1.0));
                     let (cx, cy) = (c[0] as f64 + dx, c[1] as f64 + dy);
                     [
                         (cx - hw) as f32,
@@ -385,12 +343,8 @@ fn no_gt_images() {
     let device = Device::flex();
     let priors = make_priors(&[(2, 3, 8), (1, 2, 16)], 1);
     let size = ImageSize::new(16, 24);
-    let gt = [Instances::empty(size), Instances::empty(size)];
-    let targets = KdTargets {
-        gt: &gt,
-        image_sizes: &[size, size],
-        padded_size: size,
-    };
+    let gt = GtBatch::new(vec![Instances::empty(size), Instances::empty(size)], size);
+    let targets = gt.targets();
     let p = priors.len();
     let teacher = TeacherPredictions {
         scores: vec![vec![0.5; p * 3]; 2],
@@ -411,11 +365,11 @@ fn no_gt_images() {
         assert!(vals(masks.reg_fg[l].clone()).iter().all(|&v| v == 0.0));
         assert!(vals(masks.bg[l].clone()).iter().all(|&v| v == 1.0));
     }
-    let mut rng = Lcg(9);
+    let mut rng = Lcg::new(9);
     let feats = |rng: &mut Lcg| {
         vec![
-            tensor(&rng.vec(2 * 4 * 6), [2, 4, 2, 3], &device),
-            tensor(&rng.vec(2 * 4 * 2), [2, 4, 1, 2], &device),
+            tensor(&rng.vec_f64(2 * 4 * 6, 1.0), [2, 4, 2, 3], &device),
+            tensor(&rng.vec_f64(2 * 4 * 2, 1.0), [2, 4, 1, 2], &device),
         ]
     };
     let (sc, tc, sr, tr) = (
@@ -457,17 +411,17 @@ fn random_masks(
     for (l, shape) in shapes.iter().enumerate() {
         let len = shape.iter().product();
         let cls: Vec<f64> = rng
-            .vec(len)
+            .vec_f64(len, 1.0)
             .iter()
             .map(|v| if *v > 0.0 { *v } else { 0.0 })
             .collect();
         let bg: Vec<f64> = rng
-            .vec(len)
+            .vec_f64(len, 1.0)
             .iter()
             .map(|v| if *v > -0.2 { 1.0 } else { 0.0 })
             .collect();
         let reg: Vec<f64> = rng
-            .vec(len)
+            .vec_f64(len, 1.0)
             .iter()
             .map(|v| {
                 if *v > 0.5 && reg_empty_level != Some(l) {
@@ -597,7 +551,7 @@ fn loss_golden_both_mixing_modes() {
     let device = Device::flex();
     let (n, c, cr) = (2, 4, 6);
     let dims = [(4, 6), (2, 3)];
-    let mut rng = Lcg(17);
+    let mut rng = Lcg::new(17);
     let (raw, masks) = random_masks(&mut rng, &[[n, 4, 6], [n, 2, 3]], Some(1));
     let mut feats: [Vec<Vec<f64>>; 4] = Default::default();
     for &(h, w) in &dims {
@@ -605,7 +559,12 @@ fn loss_golden_both_mixing_modes() {
             .iter_mut()
             .zip([(c, 1.0), (c, 1.5), (cr, 1.0), (cr, 1.5)])
         {
-            f.push(rng.vec(n * len * h * w).iter().map(|v| scale * v).collect());
+            f.push(
+                rng.vec_f64(n * len * h * w, 1.0)
+                    .iter()
+                    .map(|v| scale * v)
+                    .collect(),
+            );
         }
     }
     let to_tensors = |which: usize, ch: usize| -> Vec<Tensor<4>> {
@@ -723,15 +682,15 @@ fn hand_derived_tiny_case() {
 #[test]
 fn zero_when_student_equals_teacher() {
     let device = Device::flex();
-    let mut rng = Lcg(23);
+    let mut rng = Lcg::new(23);
     let (_, masks) = random_masks(&mut rng, &[[2, 3, 5], [2, 2, 3]], None);
     let cls = vec![
-        tensor(&rng.vec(2 * 4 * 15), [2, 4, 3, 5], &device),
-        tensor(&rng.vec(2 * 4 * 6), [2, 4, 2, 3], &device),
+        tensor(&rng.vec_f64(2 * 4 * 15, 1.0), [2, 4, 3, 5], &device),
+        tensor(&rng.vec_f64(2 * 4 * 6, 1.0), [2, 4, 2, 3], &device),
     ];
     let reg = vec![
-        tensor(&rng.vec(2 * 4 * 15), [2, 4, 3, 5], &device),
-        tensor(&rng.vec(2 * 4 * 6), [2, 4, 2, 3], &device),
+        tensor(&rng.vec_f64(2 * 4 * 15, 1.0), [2, 4, 3, 5], &device),
+        tensor(&rng.vec_f64(2 * 4 * 6, 1.0), [2, 4, 2, 3], &device),
     ];
     for mixing in [false, true] {
         let config = PgdConfig::new().with_official_batch_mixing(mixing);
@@ -759,20 +718,19 @@ fn gradients_reach_student() {
     let priors = make_priors(&[(3, 4, 8), (2, 2, 16)], 1);
     let p = priors.len();
     let size = ImageSize::new(24, 32);
-    let gt = [
-        instances(size, vec![[2.0, 1.0, 22.0, 18.0]], vec![0]),
-        instances(size, vec![[9.0, 6.0, 31.0, 23.0]], vec![1]),
-    ];
-    let targets = KdTargets {
-        gt: &gt,
-        image_sizes: &[size, size],
-        padded_size: size,
-    };
-    let mut rng = Lcg(31);
+    let gt = GtBatch::new(
+        vec![
+            instances(size, vec![[2.0, 1.0, 22.0, 18.0]], vec![0]),
+            instances(size, vec![[9.0, 6.0, 31.0, 23.0]], vec![1]),
+        ],
+        size,
+    );
+    let targets = gt.targets();
+    let mut rng = Lcg::new(31);
     let teacher = TeacherPredictions {
         scores: (0..2)
             .map(|_| {
-                rng.vec(p * 2)
+                rng.vec_f64(p * 2, 1.0)
                     .iter()
                     .map(|v| (0.5 + 0.4 * v) as f32)
                     .collect()
@@ -801,7 +759,7 @@ fn gradients_reach_student() {
     let make = |dev: &Device, rng: &mut Lcg| -> Vec<Tensor<4>> {
         shapes
             .iter()
-            .map(|s| tensor(&rng.vec(s.iter().product()), *s, dev))
+            .map(|s| tensor(&rng.vec_f64(s.iter().product(), 1.0), *s, dev))
             .collect()
     };
     let sc: Vec<Tensor<4>> = make(&device, &mut rng)
