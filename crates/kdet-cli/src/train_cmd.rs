@@ -312,8 +312,13 @@ pub(crate) fn train_experiment(
     experiment: Experiment,
     run_dir: PathBuf,
 ) -> Result<()> {
-    run_loop(args, experiment, run_dir, "kdet train", |e, device| {
-        Ok(TrainableDetector(e.model.init(device)))
+    let load_pretrained = !args.resume;
+    run_loop(args, experiment, run_dir, "kdet train", move |e, device| {
+        Ok(TrainableDetector(student_model(
+            e,
+            device,
+            load_pretrained,
+        )?))
     })
 }
 
@@ -329,6 +334,7 @@ pub(crate) fn distill_experiment(
         );
     };
     let (teacher_path, recipe) = (teacher_path.clone(), recipe.clone());
+    let load_pretrained = !args.resume;
     run_loop(
         args,
         experiment,
@@ -337,7 +343,7 @@ pub(crate) fn distill_experiment(
         move |e, device| {
             let teacher = load_teacher(&teacher_path, e)?;
             let input = probe_size(e);
-            let student = e.model.init(device);
+            let student = student_model(e, device, load_pretrained)?;
             let distiller = Distiller::new(student, teacher, &recipe, input)
                 .context("checking the `[distill]` recipe")?;
             if !distiller.not_inherited().is_empty() {
@@ -349,6 +355,16 @@ pub(crate) fn distill_experiment(
             Ok(distiller)
         },
     )
+}
+
+/// The model a run trains, with its `pretrained` backbone weights on a new run (a resumed
+/// run reads every weight from its checkpoint).
+fn student_model(e: &Experiment, device: &Device, load_pretrained: bool) -> Result<Detector> {
+    let (model, report) = e.init_model(device, load_pretrained)?;
+    if let Some(report) = report {
+        println!("pretrained backbone: {report}");
+    }
+    Ok(model)
 }
 
 /// The teacher of a distillation: a `kdet train` checkpoint, built on the plain device

@@ -2,6 +2,8 @@
 //! [`FeatureSpec`]s, the FPN neck, and the dense head families (GFL, FCOS, RetinaNet,
 //! ATSS), each as `head.rs` (modules, forward) / `loss.rs` (targets, losses) /
 //! `inference.rs` (decode, NMS). A [`Detector`] ties them together.
+//! [`weights`] imports PyTorch / SafeTensors state dicts (torchvision, deep-sort) into the
+//! backbones, with one remap table per source.
 //!
 //! Contracts (see `../shared/ARCHITECTURE.md`):
 //! - `Detector::forward(&ImageBatch) -> DetectorOutput` is pure; the output has a typed
@@ -23,6 +25,7 @@ pub mod losses;
 pub mod neck;
 pub mod output;
 pub mod priors;
+pub mod weights;
 
 pub use assignment::{Assignment, ImageAssignment, Priors};
 pub use detector::{DenseHead, Detector, DetectorConfig, HeadConfig};

@@ -51,6 +51,7 @@ fn gfl_r50_fpn_1x_coco() -> Experiment {
     let coco = |p: &str| Some(PathBuf::from("data/coco").join(p));
     Experiment {
         pretrained: None,
+        pretrained_source: None,
         teacher: None,
         distill: None,
         data: DataConfig {
@@ -113,6 +114,7 @@ fn synth_detector(backbone: SmallResNetConfig, channels: usize) -> DetectorConfi
 fn synth_experiment(backbone: SmallResNetConfig, channels: usize) -> Experiment {
     Experiment {
         pretrained: None,
+        pretrained_source: None,
         teacher: None,
         distill: None,
         data: DataConfig {

@@ -327,6 +327,19 @@ impl InvertedResidual {
     }
 }
 
+/// Whether the inverted-residual block at `features[index]` has a 1x1 expansion conv
+/// (`t != 1`); `None` for the stem, the last 1x1 conv and indices past the end.
+pub fn block_expands(index: usize) -> Option<bool> {
+    let mut first = 1;
+    for &(t, _, n, _) in &INVERTED_RESIDUAL_SETTING {
+        if (first..first + n).contains(&index) {
+            return Some(t != 1);
+        }
+        first += n;
+    }
+    None
+}
+
 /// torchvision `_make_divisible(v, divisor)`: round to the nearest multiple of `divisor`,
 /// at least `divisor`, and never more than 10% below `v`.
 pub fn make_divisible(v: f64, divisor: usize) -> usize {

