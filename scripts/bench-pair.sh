@@ -37,15 +37,5 @@ for cfg in $configs; do
     fi
   done
 done
-# Inference time: `kdet eval --checkpoint` over the 250 validation images, twice per run
-# (the second is reported), interleaving teacher and student runs.
-for seed in $seeds; do
-  for cfg in $configs; do
-    out="runs/bench/$cfg-seed$seed"
-    [ -f "$out/infer.txt" ] && continue
-    "$bin" eval --checkpoint "$out/last.ckpt" --data data/synth/val > /dev/null
-    "$bin" eval --checkpoint "$out/last.ckpt" --data data/synth/val > "$out/infer.txt.tmp"
-    mv "$out/infer.txt.tmp" "$out/infer.txt"
-  done
-done
+# Inference speed: scripts/bench-infer.sh (kdet bench infer), best on an idle machine.
 python3 "$root/scripts/bench/pair_table.py" runs/bench docs/benchmarks.md $configs

@@ -1,11 +1,10 @@
 """Writes the "## Detector pair on the built-in data" section of docs/benchmarks.md from
-runs/bench/<config>-seed<seed>/{eval.json,metrics.jsonl,infer.txt} (standard library only).
+runs/bench/<config>-seed<seed>/{eval.json,metrics.jsonl} (standard library only).
 
 Usage: python3 pair_table.py RUNS_DIR BENCHMARKS_MD CONFIG [CONFIG ...]
 """
 import json
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -24,14 +23,7 @@ def cell(run: Path):
         rec = json.loads(line)
         if "elapsed_s" in rec:
             elapsed = rec["elapsed_s"]
-    infer = None
-    txt = run / "infer.txt"
-    if txt.exists():
-        m = re.search(r"evaluated in ([0-9.]+) s", txt.read_text())
-        n = re.search(r"(\d+) images", txt.read_text())
-        if m and n:
-            infer = 1000.0 * float(m.group(1)) / int(n.group(1))
-    return stats, elapsed, infer
+    return stats, elapsed
 
 
 def fmt(values, scale=100.0, digits=1):
@@ -55,8 +47,7 @@ def main() -> None:
         seeds = ", ".join(c.name.rsplit("seed", 1)[1] for c in done)
         stat_cols = [fmt([r[0][i] for r in results]) for i in range(6)]
         train = fmt([r[1] for r in results], scale=1 / 60.0)
-        infer = fmt([r[2] for r in results], scale=1.0)
-        rows.append(f"| {cfg} | {seeds} | " + " | ".join(stat_cols) + f" | {train} | {infer} |")
+        rows.append(f"| {cfg} | {seeds} | " + " | ".join(stat_cols) + f" | {train} |")
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     section = [
         "## Detector pair on the built-in data",
@@ -65,14 +56,14 @@ def main() -> None:
         "`configs/gfl_synth_student.toml`) trained on the built-in 128×128 data",
         "(1000 train / 250 val images, seed 0 data) and evaluated on the val split (bbox,",
         "COCO protocol, ×100, mean ± sample std over seeds). Train time is the",
-        "training loop's wall time in minutes; eval ms/image is `kdet eval --checkpoint`'s",
-        "wall time over the 250 val images divided by 250 (decode + forward + post-process +",
-        "COCO evaluation, release build, burn-flex CPU; `kdet bench` will separate them).",
+        "training loop's wall time in minutes (release build, burn-flex CPU; the machine was",
+        "shared with builds and other runs, so it is an upper bound). Inference speed: the",
+        "next section.",
         f"Machine: {cpu} cores, {platform.processor() or platform.machine()}. Produced by",
         "`bash scripts/bench-pair.sh` (resumable; `SEEDS=\"0\"` for one seed).",
         "",
-        "| config | seeds | AP | AP50 | AP75 | APs | APm | APl | train (min) | eval ms/image |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| config | seeds | AP | AP50 | AP75 | APs | APm | APl | train (min) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
     ]
