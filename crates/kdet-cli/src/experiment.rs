@@ -302,6 +302,9 @@ impl Experiment {
                     true
                 }
                 (Target::ResNet | Target::MobileNetV2, _) => false,
+                (Target::RetinaNet | Target::Fcos | Target::Gfl | Target::Atss, _) => bail!(
+                    "`pretrained_source = \"{source}\"` is a whole detector's layout; `pretrained` loads backbone weights"
+                ),
             };
             if !fits {
                 bail!(

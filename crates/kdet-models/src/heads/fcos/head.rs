@@ -76,6 +76,11 @@ pub struct FcosHeadConfig {
     /// `True` in the variant; tianzhi0549/FCOS#89).
     #[config(default = false)]
     pub centerness_on_reg: bool,
+    /// Offset of each point inside its cell, in strides; `None` is mmdet's 0.5 (the cell
+    /// centre, `MlvlPointGenerator(offset=0.5)`). torchvision's FCOS puts its points on
+    /// the cell corner (anchor centres `x · stride`): 0.
+    #[config(default = "None")]
+    pub point_offset: Option<f32>,
     /// Point-to-GT assignment: regression ranges and centre sampling (mmdet `FCOSHead`
     /// defaults; see [`FcosAssignerConfig`]).
     #[config(default = "FcosAssignerConfig::new()")]
@@ -255,9 +260,12 @@ impl FcosHead {
     /// The points of every level (mmdet `MlvlPointGenerator`, offset 0.5: the centre of
     /// each cell), for the levels' map sizes and strides.
     pub fn priors(&self, levels: &[HeadLevel]) -> Priors {
-        PointGeneratorConfig::new()
-            .with_strides(levels.iter().map(|l| l.stride).collect())
-            .grid_priors(&level_sizes(levels))
+        let mut points =
+            PointGeneratorConfig::new().with_strides(levels.iter().map(|l| l.stride).collect());
+        if let Some(offset) = self.config.point_offset {
+            points = points.with_offset(offset);
+        }
+        points.grid_priors(&level_sizes(levels))
     }
 
     /// FCOS assignment of every image (see [`crate::assigners::fcos`]).
