@@ -270,26 +270,17 @@ impl Checkpoint {
     /// Applies the model record to `model` (parameters and their ids, so optimizer state
     /// keyed by id lines up). Every missing, unexpected or mis-shaped parameter is named.
     pub fn load_model<M: Module>(&self, model: M) -> Result<M, TrainError> {
-        let record =
-            ModuleRecord::from_bytes(Bytes::from_bytes_vec(self.model.clone())).map_err(|e| {
-                TrainError::Record {
-                    path: self.path.clone(),
-                    what: "reading the model record",
-                    message: e.to_string(),
-                }
-            })?;
-        model
-            .try_load_record(record)
-            .map_err(|e| TrainError::Incompatible {
-                path: self.path.clone(),
-                what: format!("the model does not match the checkpoint's parameters: {e}"),
-            })
+        self.apply_record(model, false)
     }
 
     /// [`Checkpoint::load_model`] into a module that holds only part of the checkpointed
     /// one under the same paths (e.g. the `student` of a distillation run): parameters of
     /// the record that `model` lacks are ignored; every parameter of `model` must be there.
     pub fn load_submodel<M: Module>(&self, model: M) -> Result<M, TrainError> {
+        self.apply_record(model, true)
+    }
+
+    fn apply_record<M: Module>(&self, model: M, allow_unused: bool) -> Result<M, TrainError> {
         let record =
             ModuleRecord::from_bytes(Bytes::from_bytes_vec(self.model.clone())).map_err(|e| {
                 TrainError::Record {
@@ -299,7 +290,7 @@ impl Checkpoint {
                 }
             })?;
         model
-            .try_load_record(record.allow_unused(true))
+            .try_load_record(record.allow_unused(allow_unused))
             .map_err(|e| TrainError::Incompatible {
                 path: self.path.clone(),
                 what: format!("the model does not match the checkpoint's parameters: {e}"),
