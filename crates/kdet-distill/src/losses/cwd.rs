@@ -19,6 +19,7 @@
 //! Both log-distributions come from `log_softmax`, so large activations cannot overflow;
 //! this is the same value as the official `softmax * logsoftmax` form. No deviation.
 
+use super::sum_over_levels;
 use burn::config::Config;
 use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
@@ -46,43 +47,28 @@ pub struct CwdConfig {
 /// shapes differ, or `temperature <= 0` (the distiller should validate recipe values).
 pub fn cwd_loss(config: &CwdConfig, students: &[Tensor<4>], teachers: &[Tensor<4>]) -> Tensor<1> {
     assert!(
-        !students.is_empty(),
-        "cwd_loss: expected at least one level, got none"
-    );
-    assert_eq!(
-        students.len(),
-        teachers.len(),
-        "cwd_loss: expected as many teacher levels as student levels"
-    );
-    assert!(
         config.temperature > 0.0,
         "cwd_loss: expected a positive temperature, got {}",
         config.temperature
     );
     let tau = config.temperature;
-    let mut total: Option<Tensor<1>> = None;
-    for (level, (student, teacher)) in students.iter().zip(teachers).enumerate() {
-        let dims = student.dims();
-        assert_eq!(
-            dims,
-            teacher.dims(),
-            "cwd_loss: level {level}: student [N, C, H, W] (expected) vs teacher shape"
-        );
-        let [n, c, h, w] = dims;
-        // [N*C, H*W]: one spatial distribution per (image, channel).
-        let s: Tensor<2> = student.clone().reshape([n * c, h * w]).div_scalar(tau);
-        let t: Tensor<2> = teacher.clone().reshape([n * c, h * w]).div_scalar(tau);
-        let log_p_s = log_softmax(s, 1);
-        let log_p_t = log_softmax(t, 1);
-        let p_t = log_p_t.clone().exp();
-        let kl = (p_t * (log_p_t - log_p_s)).sum();
-        let term = kl.mul_scalar(tau * tau / (n * c) as f32);
-        total = Some(match total {
-            Some(acc) => acc + term,
-            None => term,
-        });
-    }
-    total.expect("at least one level, asserted above")
+    sum_over_levels(
+        "cwd_loss",
+        students,
+        teachers,
+        true,
+        |_, student, teacher| {
+            let [n, c, h, w] = student.dims();
+            // [N*C, H*W]: one spatial distribution per (image, channel).
+            let s: Tensor<2> = student.clone().reshape([n * c, h * w]).div_scalar(tau);
+            let t: Tensor<2> = teacher.clone().reshape([n * c, h * w]).div_scalar(tau);
+            let log_p_s = log_softmax(s, 1);
+            let log_p_t = log_softmax(t, 1);
+            let p_t = log_p_t.clone().exp();
+            let kl = (p_t * (log_p_t - log_p_s)).sum();
+            kl.mul_scalar(tau * tau / (n * c) as f32)
+        },
+    )
 }
 
 #[cfg(test)]

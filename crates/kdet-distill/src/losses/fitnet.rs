@@ -28,6 +28,7 @@
 //! zero sample normalises to zero with finite gradients; every sample with a squared norm
 //! of at least 1e-24 gives the official value.
 
+use super::sum_over_levels;
 use burn::config::Config;
 use burn::tensor::Tensor;
 
@@ -64,39 +65,24 @@ pub fn fitnet_loss(
     students: &[Tensor<4>],
     teachers: &[Tensor<4>],
 ) -> Tensor<1> {
-    assert!(
-        !students.is_empty(),
-        "fitnet_loss: expected at least one level, got none"
-    );
-    assert_eq!(
-        students.len(),
-        teachers.len(),
-        "fitnet_loss: expected as many teacher levels as student levels"
-    );
-    let mut total: Option<Tensor<1>> = None;
-    for (level, (student, teacher)) in students.iter().zip(teachers).enumerate() {
-        let dims = student.dims();
-        assert_eq!(
-            dims,
-            teacher.dims(),
-            "fitnet_loss: level {level}: student [N, C, H, W] (expected) vs teacher shape"
-        );
-        let [n, c, h, w] = dims;
-        // [N, C*H*W]: one row per image, as MMRazor's `feature.view(N, -1)`.
-        let mut s: Tensor<2> = student.clone().reshape([n, c * h * w]);
-        let mut t: Tensor<2> = teacher.clone().reshape([n, c * h * w]);
-        if config.normalize {
-            s = l2_normalize_rows(s);
-            t = l2_normalize_rows(t);
-        }
-        let divisor = if config.div_element { n * c * h * w } else { n };
-        let term = (s - t).square().sum().div_scalar(divisor as f32);
-        total = Some(match total {
-            Some(acc) => acc + term,
-            None => term,
-        });
-    }
-    total.expect("at least one level, asserted above")
+    sum_over_levels(
+        "fitnet_loss",
+        students,
+        teachers,
+        true,
+        |_, student, teacher| {
+            let [n, c, h, w] = student.dims();
+            // [N, C*H*W]: one row per image, as MMRazor's `feature.view(N, -1)`.
+            let mut s: Tensor<2> = student.clone().reshape([n, c * h * w]);
+            let mut t: Tensor<2> = teacher.clone().reshape([n, c * h * w]);
+            if config.normalize {
+                s = l2_normalize_rows(s);
+                t = l2_normalize_rows(t);
+            }
+            let divisor = if config.div_element { n * c * h * w } else { n };
+            (s - t).square().sum().div_scalar(divisor as f32)
+        },
+    )
 }
 
 /// Divides each row by its L2 norm, `sqrt(max(sum x^2, 1e-24))`.

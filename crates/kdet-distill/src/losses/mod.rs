@@ -27,6 +27,7 @@ pub mod pkd;
 #[cfg(test)]
 pub(crate) mod test_util;
 
+use burn::tensor::Tensor;
 use kdet_structures::{ImageSize, Instances};
 
 /// Ground truth and batch geometry a KD loss may need (FGD/PGD masks, LD's VLR).
@@ -39,4 +40,44 @@ pub struct KdTargets<'a> {
     pub image_sizes: &'a [ImageSize],
     /// The padded batch size (mmdet `batch_input_shape`).
     pub padded_size: ImageSize,
+}
+
+/// Sums `per_level(level, student, teacher)` over the levels of a feature loss, after
+/// checking the shape contract every such loss shares: at least one level, as many teacher
+/// levels as student levels, and (with `same_shape`) equal `[N, C, H, W]` on each level.
+///
+/// # Panics
+/// On a violated contract (the distiller's recipe validation rules these out).
+pub(crate) fn sum_over_levels(
+    loss: &str,
+    students: &[Tensor<4>],
+    teachers: &[Tensor<4>],
+    same_shape: bool,
+    mut per_level: impl FnMut(usize, &Tensor<4>, &Tensor<4>) -> Tensor<1>,
+) -> Tensor<1> {
+    assert!(
+        !students.is_empty(),
+        "{loss}: expected at least one level, got none"
+    );
+    assert_eq!(
+        students.len(),
+        teachers.len(),
+        "{loss}: expected as many teacher levels as student levels"
+    );
+    students
+        .iter()
+        .zip(teachers)
+        .enumerate()
+        .map(|(level, (student, teacher))| {
+            if same_shape {
+                assert_eq!(
+                    student.dims(),
+                    teacher.dims(),
+                    "{loss}: level {level}: student [N, C, H, W] (expected) vs teacher shape"
+                );
+            }
+            per_level(level, student, teacher)
+        })
+        .reduce(|a, b| a + b)
+        .expect("at least one level, asserted above")
 }

@@ -40,6 +40,7 @@
 //! - With `M = 1` (one image of a 1x1 map) the unbiased divisor `M - 1` is replaced by 1
 //!   (official: NaN); both standardised maps are then zero and the level contributes 0.
 
+use super::sum_over_levels;
 use burn::config::Config;
 use burn::tensor::Tensor;
 use burn::tensor::module::interpolate;
@@ -76,41 +77,32 @@ const VAR_MIN: f32 = 1e-24;
 /// # Panics
 /// If the level counts differ, there are no levels, or a level's `N` or `C` differ.
 pub fn pkd_loss(config: &PkdConfig, students: &[Tensor<4>], teachers: &[Tensor<4>]) -> Tensor<1> {
-    assert!(
-        !students.is_empty(),
-        "pkd_loss: expected at least one level, got none"
-    );
-    assert_eq!(
-        students.len(),
-        teachers.len(),
-        "pkd_loss: expected as many teacher levels as student levels"
-    );
-    let mut total: Option<Tensor<1>> = None;
-    for (level, (student, teacher)) in students.iter().zip(teachers).enumerate() {
-        let [n_s, c_s, h_s, w_s] = student.dims();
-        let [n_t, c_t, h_t, w_t] = teacher.dims();
-        assert_eq!(
-            [n_s, c_s],
-            [n_t, c_t],
-            "pkd_loss: level {level}: student [N, C] (expected) vs teacher [N, C]"
-        );
-        let (mut student, mut teacher) = (student.clone(), teacher.clone());
-        if [h_s, w_s] != [h_t, w_t] {
-            if config.resize_student {
-                student = resize_bilinear(student, [h_t, w_t]);
-            } else {
-                teacher = resize_bilinear(teacher, [h_s, w_s]);
+    sum_over_levels(
+        "pkd_loss",
+        students,
+        teachers,
+        false,
+        |level, student, teacher| {
+            let [n_s, c_s, h_s, w_s] = student.dims();
+            let [n_t, c_t, h_t, w_t] = teacher.dims();
+            assert_eq!(
+                [n_s, c_s],
+                [n_t, c_t],
+                "pkd_loss: level {level}: student [N, C] (expected) vs teacher [N, C]"
+            );
+            let (mut student, mut teacher) = (student.clone(), teacher.clone());
+            if [h_s, w_s] != [h_t, w_t] {
+                if config.resize_student {
+                    student = resize_bilinear(student, [h_t, w_t]);
+                } else {
+                    teacher = resize_bilinear(teacher, [h_s, w_s]);
+                }
             }
-        }
-        let norm_s = standardize_channels(student);
-        let norm_t = standardize_channels(teacher);
-        let term = (norm_s - norm_t).square().mean().div_scalar(2.0);
-        total = Some(match total {
-            Some(acc) => acc + term,
-            None => term,
-        });
-    }
-    total.expect("at least one level, asserted above")
+            let norm_s = standardize_channels(student);
+            let norm_t = standardize_channels(teacher);
+            (norm_s - norm_t).square().mean().div_scalar(2.0)
+        },
+    )
 }
 
 /// PyTorch `F.interpolate(x, size, mode='bilinear', align_corners=False)`.
