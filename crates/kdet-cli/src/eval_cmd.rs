@@ -304,7 +304,7 @@ pub(crate) fn experiment_of(ckpt: &Checkpoint) -> Result<Experiment> {
 }
 
 /// `(annotations.json, images/)` of a split folder, or of a synth folder's `val` split.
-fn split_folder(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+pub(crate) fn split_folder(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     for d in [dir.to_path_buf(), dir.join("val")] {
         let json = d.join("annotations.json");
         if json.is_file() {

@@ -9,6 +9,7 @@
 //! CSS background of its cells) and each cell is a transparent PNG of what was drawn: the
 //! built-in images are noisy (~40 KB of PNG each at 128 px), a drawing is ~1 KB.
 
+use crate::eval_cmd::split_folder;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -275,20 +276,6 @@ pub struct GridRow {
     pub picture: String,
     /// Ground truth, then one per run column.
     pub cells: Vec<Cell>,
-}
-
-/// `(annotations.json, images/)` of a split folder, or of a synth folder's `val` split.
-fn split_folder(dir: &Path) -> Result<(PathBuf, PathBuf)> {
-    for d in [dir.to_path_buf(), dir.join("val")] {
-        let json = d.join("annotations.json");
-        if json.is_file() {
-            return Ok((json, d.join("images")));
-        }
-    }
-    bail!(
-        "--data {}: no annotations.json in it or in its val/ folder (give a split folder or a `kdet data synth` folder)",
-        dir.display()
-    )
 }
 
 /// Reads the validation split (`data`, else the first run's experiment) and draws the
