@@ -48,7 +48,7 @@ pub struct DemoArgs {
     /// Seed of the student runs (initialisation, data order); the benchmark has 0, 1, 2.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Train the teacher (configs/gfl_synth_teacher.toml, seed 0; about 20 minutes on 2
+    /// Train the teacher (configs/gfl_synth_teacher.toml, seed 0; about 50 minutes on 2
     /// cores) instead of using the shipped checkpoint.
     #[arg(long)]
     train_teacher: bool,
