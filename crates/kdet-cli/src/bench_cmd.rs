@@ -1,4 +1,5 @@
 //! `kdet bench`: measurements that belong in `docs/benchmarks.md`, never in tests.
+//! `kdet bench train` is in [`crate::bench_train`].
 //!
 //! `kdet bench infer` times a detector's inference on the default backend (`flex`, CPU):
 //! the network forward alone and forward + post-processing (decode, top-k, NMS), per image,
@@ -25,6 +26,8 @@ use crate::experiment::Experiment;
 pub enum BenchCommand {
     /// Inference latency of a detector (forward, forward + post-processing) per image.
     Infer(InferArgs),
+    /// Distillation step vs student step + teacher forward, loader throughput, peak memory.
+    Train(crate::bench_train::TrainBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -139,6 +142,7 @@ pub(crate) fn random_batch(
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Infer(a) => infer(a),
+        BenchCommand::Train(a) => crate::bench_train::run(a),
     }
 }
 
@@ -217,10 +221,16 @@ fn infer(args: InferArgs) -> Result<()> {
             "total_ms_per_image": {"median": all, "min": total[0], "max": total[total.len() - 1]},
             "parts_ms_per_image": {"backbone": bb, "neck": nk, "head": hd},
         });
-        let text = serde_json::to_string_pretty(&doc).context("serialising the timings")?;
-        kdet_data::image_io::write_atomic(out, format!("{text}\n").as_bytes())
-            .with_context(|| format!("writing {}", out.display()))?;
-        println!("wrote {}", out.display());
+        write_report(out, &doc)?;
     }
+    Ok(())
+}
+
+/// Writes a benchmark's JSON (atomically) and says where.
+pub(crate) fn write_report(out: &std::path::Path, doc: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(doc).context("serialising the timings")?;
+    kdet_data::image_io::write_atomic(out, format!("{text}\n").as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("wrote {}", out.display());
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! library crates. Errors are printed with their whole chain and exit with status 1.
 
 mod bench_cmd;
+mod bench_train;
 mod convert_cmd;
 mod data_cmd;
 mod demo_cmd;

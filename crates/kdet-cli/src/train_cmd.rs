@@ -30,7 +30,7 @@ use kdet_train::{Checkpoint, EvalSummary, RunSummary, TrainStep, Trainer, read_e
 use serde_json::json;
 
 use crate::eval_cmd::{EvalSplit, Evaluated, write_json};
-use crate::experiment::{Experiment, SynthData};
+use crate::experiment::{Experiment, SplitPaths, SynthData};
 
 #[derive(Args, Debug, Default)]
 pub struct TrainArgs {
@@ -135,7 +135,7 @@ fn default_run_dir(config: &Path, seed: u64) -> PathBuf {
 }
 
 /// Writes the synthetic dataset when `root` has none; refuses one made with other settings.
-fn ensure_synth(s: &SynthData) -> Result<()> {
+pub(crate) fn ensure_synth(s: &SynthData) -> Result<()> {
     let wanted = s.synth_config();
     let provenance = s.root.join("synth.json");
     if provenance.is_file() {
@@ -178,7 +178,7 @@ fn ensure_synth(s: &SynthData) -> Result<()> {
 }
 
 /// Checks that a configured data path exists, naming the key.
-fn require(path: &Path, key: &str, what: &str) -> Result<()> {
+pub(crate) fn require(path: &Path, key: &str, what: &str) -> Result<()> {
     if !path.exists() {
         bail!("`data.{key}`: {} does not exist ({what})", path.display());
     }
@@ -359,7 +359,11 @@ pub(crate) fn distill_experiment(
 
 /// The model a run trains, with its `pretrained` backbone weights on a new run (a resumed
 /// run reads every weight from its checkpoint).
-fn student_model(e: &Experiment, device: &Device, load_pretrained: bool) -> Result<Detector> {
+pub(crate) fn student_model(
+    e: &Experiment,
+    device: &Device,
+    load_pretrained: bool,
+) -> Result<Detector> {
     let (model, report) = e.init_model(device, load_pretrained)?;
     if let Some(report) = report {
         println!("pretrained backbone: {report}");
@@ -394,11 +398,44 @@ pub fn load_teacher(path: &Path, student: &Experiment) -> Result<Detector> {
 /// The padded input size the recipe is checked on: the built-in data's images, or a
 /// 320-pixel square for COCO data (strides, not sizes, decide whether levels align),
 /// rounded up to `data.size_divisor`.
-fn probe_size(e: &Experiment) -> ImageSize {
+pub(crate) fn probe_size(e: &Experiment) -> ImageSize {
     let side = e.data.synth.as_ref().map_or(320, |s| s.image_size as usize);
     let d = e.data.size_divisor.max(1);
     let side = side.div_ceil(d) * d;
     ImageSize::new(side as u32, side as u32)
+}
+
+/// The training split, without images that have no objects (mmdet's
+/// `filter_empty_gt=True`); the reader's warnings go to stderr.
+pub(crate) fn load_train_split(paths: &SplitPaths) -> Result<CocoDataset> {
+    let train = CocoDataset::load(
+        &paths.train_json,
+        &paths.train_images,
+        &CocoOptions { filter_empty: true },
+    )
+    .with_context(|| format!("reading the training split {}", paths.train_json.display()))?;
+    for w in &train.report().warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(train)
+}
+
+/// The experiment's training loader over `train`: its train transforms, batch size,
+/// workers and shuffling (seeded with `train.seed`).
+pub(crate) fn train_loader(
+    experiment: &Experiment,
+    train: Arc<CocoDataset>,
+) -> Result<Loader<CocoDataset>> {
+    Loader::new(
+        train,
+        Pipeline::new(experiment.data.train_transforms.clone().unwrap_or_default()),
+        DetectionBatcher {
+            normalize: Normalize::default(),
+            size_divisor: experiment.data.size_divisor,
+        },
+        experiment.data.loader.loader_config(experiment.train.seed),
+    )
+    .context("starting the training loader")
 }
 
 fn run_loop<M: RunModel>(
@@ -417,16 +454,7 @@ fn run_loop<M: RunModel>(
     require(&paths.val_json, "val_json", "validation annotations")?;
     require(&paths.val_images, "val_images", "validation images")?;
 
-    // mmdet `filter_empty_gt=True`: images without objects are not trained on.
-    let train = CocoDataset::load(
-        &paths.train_json,
-        &paths.train_images,
-        &CocoOptions { filter_empty: true },
-    )
-    .with_context(|| format!("reading the training split {}", paths.train_json.display()))?;
-    for w in &train.report().warnings {
-        eprintln!("warning: {w}");
-    }
+    let train = load_train_split(&paths)?;
     let val = EvalSplit::load(
         &paths.val_json,
         &paths.val_images,
@@ -455,16 +483,7 @@ fn run_loop<M: RunModel>(
     device.seed(seed);
     let model = build(&experiment, &device)?;
     let num_train = train.len();
-    let loader = Loader::new(
-        Arc::new(train),
-        Pipeline::new(experiment.data.train_transforms.clone().unwrap_or_default()),
-        DetectionBatcher {
-            normalize: Normalize::default(),
-            size_divisor: experiment.data.size_divisor,
-        },
-        experiment.data.loader.loader_config(seed),
-    )
-    .context("starting the training loader")?;
+    let loader = train_loader(&experiment, Arc::new(train))?;
     let batches_per_epoch = loader.num_batches();
     let mut trainer = if args.resume {
         Trainer::resume(&run_dir, model, loader, &device)

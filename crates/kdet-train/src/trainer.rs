@@ -435,6 +435,14 @@ where
         Ok(summary)
     }
 
+    /// One optimizer step on `batch` outside [`Trainer::run`]: the same code as a training
+    /// step (forward, losses, backward, clipping, update; the position advances) without
+    /// logging, evaluation or checkpoints. For benchmarks (`kdet bench train`); returns the
+    /// step's loss terms. The caller waits for the device if it times the step.
+    pub fn bench_step(&mut self, batch: DetectionBatch) -> Result<Vec<(String, f64)>, TrainError> {
+        Ok(self.train_step(batch)?.losses)
+    }
+
     /// One optimizer step; advances the position. Nothing is changed when a loss is not
     /// finite.
     fn train_step(&mut self, batch: DetectionBatch) -> Result<StepOutput, TrainError> {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::train::{crc, fails, metrics, ok, read_json, s, tiny_config};
 
 /// `tiny.toml` + a teacher checkpoint + a recipe, as `distill.toml` in `dir`.
-fn distill_config(dir: &Path, teacher: &Path, recipe: &str) -> PathBuf {
+pub(crate) fn distill_config(dir: &Path, teacher: &Path, recipe: &str) -> PathBuf {
     let path = dir.join("distill.toml");
     let text = format!(
         "extends = \"tiny.toml\"\nteacher = {:?}\n\n[distill]\n{recipe}",
@@ -33,7 +33,7 @@ schedule = { warmup_iterations = 2 }
 "#;
 
 /// A trained 4-step teacher in `dir/teacher`.
-fn teacher(dir: &Path) -> PathBuf {
+pub(crate) fn teacher(dir: &Path) -> PathBuf {
     let config = tiny_config(dir);
     let run = dir.join("teacher");
     ok(&["train", "--config", &s(&config), "--out", &s(&run)]);

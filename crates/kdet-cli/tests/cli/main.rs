@@ -1,6 +1,7 @@
 //! End-to-end tests of the `kdet` binary: one test binary for the CLI crate, a module per
 //! command group. Tests that read `../shared` fail, never skip, when it is missing.
 
+mod bench;
 mod data;
 mod demo;
 mod distill;
