@@ -62,6 +62,11 @@ pub struct TrainBenchArgs {
     /// Seed of the weights' initialisation and the data order [default: `train.seed`].
     #[arg(long)]
     seed: Option<u64>,
+    /// Run on a pool of this many threads [default: one per core]. With 1, every op runs
+    /// on the calling thread, so a sampling profiler sees which op each sample belongs to
+    /// (scripts/bench-profile.sh).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
     /// Also write the numbers as JSON here.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -113,6 +118,21 @@ fn plain_batch(batch: &DetectionBatch) -> Result<ImageBatch> {
 }
 
 pub fn run(args: TrainBenchArgs) -> Result<()> {
+    match args.threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .context("starting the thread pool")?
+            .install(|| bench(args, n)),
+        None => {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+            bench(args, n)
+        }
+    }
+}
+
+fn bench(args: TrainBenchArgs, threads: usize) -> Result<()> {
     if args.iters == 0 {
         bail!("--iters must be at least 1");
     }
@@ -259,7 +279,6 @@ pub fn run(args: TrainBenchArgs) -> Result<()> {
     let med = |v: &[f64]| median(&mut v.to_vec());
     let (s, t, d) = (med(&times[0]), med(&times[1]), med(&times[2]));
     let overhead = d / (s + t);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "{} (teacher {}): batch {batch_size} of {}x{}, {} warm-up + {} timed iterations, {threads} CPU threads (flex)",
         args.config.display(),
