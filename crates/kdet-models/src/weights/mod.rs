@@ -1,5 +1,8 @@
 //! Weight import: PyTorch state dicts (`.pth` / `.pt`, zip or legacy pre-1.6 format) and
-//! SafeTensors files onto kdet modules, through burn's store crate (`burn-store`).
+//! SafeTensors files onto kdet modules, through burn's store crate (`burn-store`):
+//! backbones (torchvision, deep-sort), whole detectors (torchvision's in [`detectors`],
+//! mmdetection's in [`mmdet`], **unverified** against released checkpoints) and kdet's
+//! own exports.
 //!
 //! The steps, each visible in the [`ImportReport`]:
 //! 1. [`StateDict::open`] reads the file's tensors lazily (bytes are read when applied). A
@@ -12,7 +15,9 @@
 //! 3. burn-store's applier puts each tensor into the parameter of that path: enum variant
 //!    names are skipped (`bn1.Batch.gamma` is `bn1.gamma`) and BatchNorm's `weight` / `bias`
 //!    are read into `gamma` / `beta` (`PyTorchToBurnAdapter`). BatchNorm running
-//!    statistics are loaded like any other tensor.
+//!    statistics are loaded like any other tensor. A 0-d tensor (mmcv's `Scale` holds
+//!    `torch.tensor(1.0)`) is read as shape `[1]`: burn has no 0-d tensors, so a
+//!    one-element parameter is the only thing it can fill.
 //! 4. Every missing, unexpected or wrongly-shaped key is gathered into one
 //!    [`WeightsError::Mismatch`]. A module with missing tensors is returned only when
 //!    [`ImportOptions::allow_missing`] asks for it, and the report then lists what was
@@ -24,6 +29,7 @@
 //! legacy MobileNetV2 layout) and reports at most ten keys of each kind.
 
 pub mod detectors;
+pub mod mmdet;
 pub mod sources;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,6 +48,10 @@ use burn_store::{
 pub use detectors::{
     TORCHVISION_COCO_CLASSES, load_detector, load_detector_file, save_detector_safetensors,
     save_safetensors, torchvision_fcos_config, torchvision_retinanet_config,
+};
+pub use mmdet::{
+    MMDET_COCO_CLASSES, mmdet_atss_config, mmdet_fcos_config, mmdet_gfl_config,
+    mmdet_retinanet_config,
 };
 pub use sources::{KeyMap, WeightSource};
 
@@ -429,9 +439,7 @@ pub(crate) fn import_with_constants<M: Module>(
                     continue;
                 }
                 origin_of.insert(path.clone(), key.clone());
-                let mut t = tensor.clone();
-                t.name = path;
-                tensors.push(t);
+                tensors.push(scalar_as_vector(tensor.clone(), path));
             }
         }
     }
@@ -504,6 +512,22 @@ pub(crate) fn import_with_constants<M: Module>(
             constants: constants.iter().map(|(p, _, r)| (p.clone(), *r)).collect(),
         },
     ))
+}
+
+/// `tensor` renamed to `path`; a 0-d tensor becomes shape `[1]` (burn has no 0-d
+/// tensors; mmcv's `Scale` stores one), its bytes still read only when applied.
+fn scalar_as_vector(mut tensor: PackTensor, path: String) -> PackTensor {
+    if tensor.shape.num_dims() > 0 {
+        tensor.name = path;
+        return tensor;
+    }
+    let dtype = tensor.dtype;
+    bridge::map_data(tensor, path, dtype, [1].into(), |data| {
+        // `data` was read as a 0-d tensor (its length checked by burn-store): one element,
+        // which is exactly the byte length `[1]` needs, so `from_bytes` cannot fail.
+        let (bytes, _, dtype) = data.into_parts();
+        TensorData::from_bytes(bytes, [1], dtype)
+    })
 }
 
 /// Loads a backbone's weights from a state dict of `source`'s layout.

