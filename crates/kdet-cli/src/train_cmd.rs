@@ -24,13 +24,14 @@ use kdet_data::{CocoDataset, CocoOptions, DetectionBatch, DetectionBatcher, Load
 use kdet_data::{Pipeline, results::write_coco_results};
 use kdet_distill::Distiller;
 use kdet_eval::EvalReport;
+use kdet_models::weights::{ImportOptions, load_detector_file};
 use kdet_models::{Detector, LossDict};
 use kdet_structures::ImageSize;
 use kdet_train::{Checkpoint, EvalSummary, RunSummary, TrainStep, Trainer, read_experiment};
 use serde_json::json;
 
 use crate::eval_cmd::{EvalSplit, Evaluated, write_json};
-use crate::experiment::{Experiment, SplitPaths, SynthData};
+use crate::experiment::{Experiment, SplitPaths, SynthData, is_weights_file, load_model_config};
 
 #[derive(Args, Debug, Default)]
 pub struct TrainArgs {
@@ -371,9 +372,14 @@ pub(crate) fn student_model(
     Ok(model)
 }
 
-/// The teacher of a distillation: a `kdet train` checkpoint, built on the plain device
-/// (`Device::flex()`: no autodiff, BatchNorm on running statistics).
+/// The teacher of a distillation, built on the plain device (`Device::flex()`: no
+/// autodiff, BatchNorm on running statistics): a `kdet train` checkpoint, or a weights
+/// file (`.pth` / `.pt` / `.safetensors`) of the experiment's `teacher_model`
+/// architecture and `teacher_source` layout, loaded strictly.
 pub fn load_teacher(path: &Path, student: &Experiment) -> Result<Detector> {
+    if is_weights_file(path) {
+        return load_weights_teacher(path, student);
+    }
     let ckpt =
         Checkpoint::read(path).with_context(|| format!("`teacher`: reading {}", path.display()))?;
     let teacher = crate::eval_cmd::experiment_of(&ckpt).context("`teacher`")?;
@@ -393,6 +399,38 @@ pub fn load_teacher(path: &Path, student: &Experiment) -> Result<Detector> {
     }
     ckpt.load_model(teacher.model.init(&Device::flex()))
         .with_context(|| format!("`teacher`: loading {}", path.display()))
+}
+
+/// [`load_teacher`] of a weights file: the `teacher_model` architecture, every tensor
+/// from the file (one error names each missing, unexpected and wrongly-shaped key).
+fn load_weights_teacher(path: &Path, student: &Experiment) -> Result<Detector> {
+    // `path` may come from `--teacher`, so it is checked here, not only in `resolve`.
+    let Some((model_path, source)) = student.teacher_weights_for(path)? else {
+        bail!("`teacher = \"{}\"` is not a weights file", path.display());
+    };
+    let named = format!(
+        "`teacher = \"{}\"` (`teacher_source = \"{source}\"`, `teacher_model = \"{}\"`)",
+        path.display(),
+        model_path.display()
+    );
+    let config = load_model_config(model_path)
+        .with_context(|| format!("{named}: the teacher's architecture"))?;
+    if config.num_classes() != student.model.num_classes() {
+        bail!(
+            "{named}: the teacher detects {} classes, the student {}",
+            config.num_classes(),
+            student.model.num_classes()
+        );
+    }
+    let (teacher, report) = load_detector_file(
+        config.init(&Device::flex()),
+        path,
+        source,
+        &ImportOptions::strict(),
+    )
+    .with_context(|| format!("{named}: loading the teacher's weights"))?;
+    println!("teacher: {report}");
+    Ok(teacher)
 }
 
 /// The padded input size the recipe is checked on: the built-in data's images, or a

@@ -53,6 +53,8 @@ fn gfl_r50_fpn_1x_coco() -> Experiment {
         pretrained: None,
         pretrained_source: None,
         teacher: None,
+        teacher_model: None,
+        teacher_source: None,
         distill: None,
         data: DataConfig {
             synth: None,
@@ -116,6 +118,8 @@ fn synth_experiment(backbone: SmallResNetConfig, channels: usize) -> Experiment 
         pretrained: None,
         pretrained_source: None,
         teacher: None,
+        teacher_model: None,
+        teacher_source: None,
         distill: None,
         data: DataConfig {
             synth: Some(SynthData {

@@ -1,11 +1,12 @@
 //! `kdet distill` end to end on tiny generated data: a 4-step teacher, a student distilled
 //! from it with LD + FGD + PKD (KD terms and timings logged, the final evaluation and
 //! `kdet eval --checkpoint` agree on the student's weights), exact resume, the errors a
-//! user meets, and every shipped recipe parses.
+//! user meets, every shipped recipe parses, and a teacher read from an exported
+//! SafeTensors file (`teacher_source = "kdet"`) distils exactly as its checkpoint.
 
 use std::path::{Path, PathBuf};
 
-use crate::train::{crc, fails, metrics, ok, read_json, s, tiny_config};
+use crate::train::{crc, fails, metrics, ok, read_json, s, table, tiny_config};
 
 /// `tiny.toml` + a teacher checkpoint + a recipe, as `distill.toml` in `dir`.
 pub(crate) fn distill_config(dir: &Path, teacher: &Path, recipe: &str) -> PathBuf {
@@ -191,4 +192,155 @@ fn shipped_recipes_parse_and_validate() {
         n += 1;
     }
     assert!(n >= 8, "{n} recipes");
+}
+
+/// `tiny.toml` + a weights-file teacher with the top-level `keys` + [`RECIPE`], as
+/// `NAME.toml` in `dir`.
+fn weights_teacher_config(dir: &Path, name: &str, teacher: &Path, keys: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "extends = \"tiny.toml\"\nteacher = {:?}\n{keys}\n\n[distill]\n{RECIPE}",
+        s(teacher)
+    );
+    std::fs::write(&path, text).expect("write the experiment");
+    path
+}
+
+/// The `[model]` of `tiny.toml` alone, with `edit` applied to its head, as `NAME.toml`.
+fn teacher_model(dir: &Path, name: &str, edit: impl Fn(&mut toml::Table)) -> PathBuf {
+    let text = std::fs::read_to_string(dir.join("tiny.toml")).expect("tiny.toml");
+    let mut t: toml::Table = toml::from_str(&text).expect("TOML");
+    edit(table(table(&mut t, "model"), "head"));
+    let mut only_model = toml::Table::new();
+    only_model.insert("model".into(), t["model"].clone());
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, toml::to_string(&only_model).expect("serialise")).expect("write");
+    path
+}
+
+#[test]
+fn a_safetensors_teacher_distils_as_its_checkpoint_and_errors_name_the_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ckpt = teacher(dir.path());
+    let weights = dir.path().join("teacher.safetensors");
+    ok(&[
+        "export",
+        "--checkpoint",
+        &s(&ckpt),
+        "--format",
+        "safetensors",
+        "--out",
+        &s(&weights),
+    ]);
+    let tiny = s(&dir.path().join("tiny.toml"));
+    let from_ckpt = distill_config(dir.path(), &ckpt, RECIPE);
+    let want = crc(&ok(&[
+        "distill",
+        "--config",
+        &s(&from_ckpt),
+        "--out",
+        &s(&dir.path().join("from_ckpt")),
+    ]));
+    // The same teacher from the exported file: the same distilled student, bit for bit.
+    let keys = format!("teacher_model = {tiny:?}\nteacher_source = \"kdet\"");
+    let config = weights_teacher_config(dir.path(), "from_weights", &weights, &keys);
+    let run = dir.path().join("from_weights");
+    let out = ok(&["distill", "--config", &s(&config), "--out", &s(&run)]);
+    assert!(
+        out.contains("teacher: ") && out.contains("(kdet)") && out.contains("tensors loaded"),
+        "{out}"
+    );
+    assert_eq!(crc(&out), want);
+    let resolved = std::fs::read_to_string(run.join("config.toml")).expect("config.toml");
+    assert!(
+        resolved.contains("teacher_source = \"kdet\"") && resolved.contains(&tiny),
+        "{resolved}"
+    );
+    let fail = |name: &str, keys: &str| {
+        let config = weights_teacher_config(dir.path(), name, &weights, keys);
+        fails(&[
+            "distill",
+            "--config",
+            &s(&config),
+            "--out",
+            &s(&dir.path().join(name)),
+        ])
+    };
+    // A weights file needs both keys.
+    let e = fail("bare", "");
+    assert!(
+        e.contains("teacher_model") && e.contains("teacher_source") && e.contains("weights file"),
+        "{e}"
+    );
+    let e = fail("no_source", &format!("teacher_model = {tiny:?}"));
+    assert!(
+        e.contains("`teacher_source") && !e.contains("`teacher_model"),
+        "{e}"
+    );
+    // An unknown layout is named, with the key.
+    let e = fail(
+        "unknown",
+        &format!("teacher_model = {tiny:?}\nteacher_source = \"mmdet-yolox\""),
+    );
+    assert!(
+        e.contains("teacher_source") && e.contains("mmdet-yolox"),
+        "{e}"
+    );
+    // A backbone's layout, another head family's layout.
+    let e = fail(
+        "backbone",
+        &format!("teacher_model = {tiny:?}\nteacher_source = \"torchvision-resnet\""),
+    );
+    assert!(e.contains("backbone's layout"), "{e}");
+    let e = fail(
+        "atss",
+        &format!("teacher_model = {tiny:?}\nteacher_source = \"mmdet-atss\""),
+    );
+    assert!(e.contains("mmdet-atss") && e.contains("GFL"), "{e}");
+    // Another architecture: every tensor that does not fit is named, with the file.
+    let deeper = teacher_model(dir.path(), "deeper_model", |head| {
+        head.insert("stacked_convs".into(), toml::Value::Integer(3));
+    });
+    let e = fail(
+        "deeper",
+        &format!(
+            "teacher_model = {:?}\nteacher_source = \"kdet\"",
+            s(&deeper)
+        ),
+    );
+    for part in [
+        "teacher.safetensors",
+        "teacher_model",
+        "missing (in the model, not in the file): head.cls_convs.2.conv.weight",
+        "head.reg_convs.2.norm.gamma",
+    ] {
+        assert!(e.contains(part), "{part} in {e}");
+    }
+    // A teacher of other classes.
+    let other = teacher_model(dir.path(), "other_classes_model", |head| {
+        head.insert("num_classes".into(), toml::Value::Integer(7));
+    });
+    let e = fail(
+        "other_classes",
+        &format!("teacher_model = {:?}\nteacher_source = \"kdet\"", s(&other)),
+    );
+    assert!(e.contains("detects 7 classes"), "{e}");
+    // A checkpoint teacher stores its architecture: the keys are refused.
+    let path = dir.path().join("ckpt_keys.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "extends = \"tiny.toml\"\nteacher = {:?}\nteacher_source = \"kdet\"\n\n[distill]\n{RECIPE}",
+            s(&ckpt)
+        ),
+    )
+    .expect("write");
+    let e = fails(&[
+        "distill",
+        "--config",
+        &s(&path),
+        "--out",
+        &s(&dir.path().join("x")),
+    ]);
+    assert!(e.contains("kdet checkpoint"), "{e}");
 }
