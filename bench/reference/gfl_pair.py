@@ -937,8 +937,23 @@ def main(argv=None) -> int:
                     help="instead of timing: train a fresh student this many steps and print the losses")
     ap.add_argument("--self-test", action="store_true",
                     help="only run kdet's hand-derived ATSS / GFL-loss unit cases on this code")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu, or cuda / cuda:N (tensors and models made there; every timed "
+                         "region ends with torch.cuda.synchronize)")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit(f"--device {args.device}: this torch sees no CUDA device")
+        # Factory functions (zeros, arange, full, tensor) and modules made from here on live
+        # on the GPU, so the reference code needs no per-call `device=`.
+        torch.set_default_device(device)
+        sync = lambda: torch.cuda.synchronize(device)
+    elif device.type == "cpu":
+        sync = lambda: None
+    else:
+        raise SystemExit(f"--device {args.device}: expected cpu or cuda[:N]")
     if args.lr is None:
         args.lr = 0.01 if args.optimizer == "sgd" else 0.001
     if args.weight_decay is None:
@@ -1000,6 +1015,8 @@ def main(argv=None) -> int:
     result = {
         "torch_version": torch.__version__,
         "torch_cuda_build": torch.version.cuda,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "threads": torch.get_num_threads(),
@@ -1016,7 +1033,7 @@ def main(argv=None) -> int:
         "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")},
         "loadavg_start": os.getloadavg()[0],
     }
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch} of "
+    print(f"torch {torch.__version__} on {result['device']} ({result['device_name']}), {torch.get_num_threads()} threads; batch {args.batch} of "
           f"{result['input_size'][0]}x{result['input_size'][1]}; {len(batches)} batches loaded in {load_s:.1f} s; "
           f"load average {result['loadavg_start']:.2f}")
     cores = os.cpu_count() or 1
@@ -1061,6 +1078,7 @@ def main(argv=None) -> int:
         for name in order:
             t = time.perf_counter()
             out = work[name](b)
+            sync()
             dt = (time.perf_counter() - t) * 1e3
             if i >= args.warmup:
                 times[name].append(dt)
@@ -1082,6 +1100,7 @@ def main(argv=None) -> int:
                     for m, model in (list(models.items()) if i % 2 == 0 else list(models.items())[::-1]):
                         t = time.perf_counter()
                         model(images)
+                        sync()
                         dt = (time.perf_counter() - t) * 1e3 / bs
                         if i >= args.warmup:
                             per[m].append(dt)

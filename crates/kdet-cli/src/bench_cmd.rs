@@ -1,7 +1,7 @@
 //! `kdet bench`: measurements that belong in `docs/benchmarks.md`, never in tests.
 //! `kdet bench train` is in [`crate::bench_train`].
 //!
-//! `kdet bench infer` times a detector's inference on the default backend (`flex`, CPU):
+//! `kdet bench infer` times a detector's inference on `--device` (default `flex`, CPU):
 //! the network forward alone and forward + post-processing (decode, top-k, NMS), per image,
 //! as medians over repeated batches after warm-up, on a fixed random batch of the given
 //! size. A checkpoint's weights are used when given (post-processing time depends on how
@@ -58,6 +58,8 @@ pub struct InferArgs {
     /// Also write the numbers as JSON here.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    #[command(flatten)]
+    device: crate::device::DeviceArg,
 }
 
 /// Per-image milliseconds of each timed batch.
@@ -160,7 +162,7 @@ fn infer(args: InferArgs) -> Result<()> {
     if args.batch == 0 || args.iters == 0 {
         bail!("--batch and --iters must be at least 1");
     }
-    let device = Device::flex();
+    let device = args.device.choice.plain()?;
     let (model, experiment, what): (Detector, Experiment, String) =
         match (&args.checkpoint, &args.config) {
             (Some(c), _) => {
@@ -195,8 +197,12 @@ fn infer(args: InferArgs) -> Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("{what}");
     println!(
-        "{params} parameters; input {}x{padded}x{padded}; {} warm-up + {} timed batches; {threads} CPU threads (flex)",
-        args.batch, args.warmup, args.iters
+        "{params} parameters; input {}x{padded}x{padded}; {} warm-up + {} timed batches; {threads} CPU threads; --device {} ({})",
+        args.batch,
+        args.warmup,
+        args.iters,
+        args.device.choice,
+        args.device.choice.backend()
     );
     println!(
         "forward {fwd:.2} ms/image (min {:.2}, max {:.2}); forward + post-processing {all:.2} ms/image (min {:.2}, max {:.2}); {:.1} detections/image",
@@ -216,7 +222,8 @@ fn infer(args: InferArgs) -> Result<()> {
             "warmup": args.warmup,
             "iters": args.iters,
             "threads": threads,
-            "backend": "flex",
+            "backend": args.device.choice.backend(),
+            "device": args.device.choice.to_string(),
             "forward_ms_per_image": {"median": fwd, "min": forward[0], "max": forward[forward.len() - 1]},
             "total_ms_per_image": {"median": all, "min": total[0], "max": total[total.len() - 1]},
             "parts_ms_per_image": {"backbone": bb, "neck": nk, "head": hd},

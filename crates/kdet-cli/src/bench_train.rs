@@ -1,7 +1,7 @@
 //! `kdet bench train`: what a distillation step costs, next to what it is made of.
 //!
 //! For one distillation experiment (student, teacher, recipe, data, optimizer), on the
-//! default backend (`flex`, CPU), it times on the same real training batches:
+//! `--device` (default `flex`, CPU), it times on the same real training batches:
 //! - the **student step** alone (forward, task losses, backward, update: `kdet train`'s
 //!   step),
 //! - the **teacher forward** alone (plain device, eval norms),
@@ -25,7 +25,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::tensor::Device;
 use clap::Args;
 use kdet_data::DetectionBatch;
 use kdet_distill::Distiller;
@@ -70,6 +69,8 @@ pub struct TrainBenchArgs {
     /// Also write the numbers as JSON here.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    #[command(flatten)]
+    device: crate::device::DeviceArg,
 }
 
 /// The three timed phases, in the order of the first iteration.
@@ -156,10 +157,11 @@ fn bench(args: TrainBenchArgs, threads: usize) -> Result<()> {
     let paths = experiment.split_paths()?;
     let train = Arc::new(load_train_split(&paths)?);
 
-    let device = Device::flex().autodiff();
-    let plain = Device::flex();
+    let choice = args.device.choice;
+    let device = choice.autodiff()?;
+    let plain = device.clone().inner();
     device.seed(experiment.train.seed);
-    let teacher: Detector = load_teacher(teacher_path, &experiment)?;
+    let teacher: Detector = load_teacher(teacher_path, &experiment, &plain)?;
     let student = student_model(&experiment, &device, true)?;
     device.seed(experiment.train.seed);
     let distilled = student_model(&experiment, &device, true)?;
@@ -230,6 +232,8 @@ fn bench(args: TrainBenchArgs, threads: usize) -> Result<()> {
 
     let mut times: [Vec<f64>; 3] = Default::default();
     let mut peaks: [Option<f64>; 3] = [None; 3];
+    // What the device's allocator holds after each phase (GPU backends; flex reports none).
+    let mut reserved: [Option<f64>; 3] = [None; 3];
     let (mut teacher_inside, mut kd_inside) = (Vec::new(), Vec::new());
     for (i, batch) in batches.into_iter().enumerate() {
         let timed = i >= args.warmup;
@@ -271,6 +275,10 @@ fn bench(args: TrainBenchArgs, threads: usize) -> Result<()> {
                 if let Some(p) = peak_rss_mib() {
                     peaks[phase] = Some(peaks[phase].map_or(p, |q: f64| q.max(p)));
                 }
+                if let Some(u) = plain.memory_pool_usage() {
+                    let mib = u.bytes_reserved as f64 / (1024.0 * 1024.0);
+                    reserved[phase] = Some(reserved[phase].map_or(mib, |q: f64| q.max(mib)));
+                }
             }
         }
     }
@@ -280,27 +288,29 @@ fn bench(args: TrainBenchArgs, threads: usize) -> Result<()> {
     let (s, t, d) = (med(&times[0]), med(&times[1]), med(&times[2]));
     let overhead = d / (s + t);
     println!(
-        "{} (teacher {}): batch {batch_size} of {}x{}, {} warm-up + {} timed iterations, {threads} CPU threads (flex)",
+        "{} (teacher {}): batch {batch_size} of {}x{}, {} warm-up + {} timed iterations, {threads} CPU threads, --device {choice} ({})",
         args.config.display(),
         teacher_path.display(),
         side.height,
         side.width,
         args.warmup,
-        args.iters
+        args.iters,
+        choice.backend()
     );
     println!("student {student_params} parameters, teacher {teacher_params}");
     println!(
-        "{:<18} {:>10} {:>9} {:>9} {:>14}",
-        "phase", "median ms", "min", "max", "peak RSS MiB"
+        "{:<18} {:>10} {:>9} {:>9} {:>14} {:>18}",
+        "phase", "median ms", "min", "max", "peak RSS MiB", "device pool MiB"
     );
     for (k, name) in PHASES.iter().enumerate() {
         let mut v = times[k].clone();
         let m = median(&mut v);
         println!(
-            "{name:<18} {m:>10.1} {:>9.1} {:>9.1} {:>14}",
+            "{name:<18} {m:>10.1} {:>9.1} {:>9.1} {:>14} {:>18}",
             v[0],
             v[v.len() - 1],
-            peaks[k].map_or("-".to_string(), |p| format!("{p:.0}"))
+            peaks[k].map_or("-".to_string(), |p| format!("{p:.0}")),
+            reserved[k].map_or("-".to_string(), |p| format!("{p:.0}"))
         );
     }
     if !kd_inside.is_empty() {
@@ -323,7 +333,8 @@ fn bench(args: TrainBenchArgs, threads: usize) -> Result<()> {
             &json!({
                 "config": args.config.display().to_string(),
                 "teacher": teacher_path.display().to_string(),
-                "backend": "flex",
+                "backend": choice.backend(),
+                "device": choice.to_string(),
                 "threads": threads,
                 "batch": batch_size,
                 "input_size": [side.height, side.width],
@@ -347,6 +358,11 @@ fn bench(args: TrainBenchArgs, threads: usize) -> Result<()> {
                     "student_step": peaks[0],
                     "teacher_forward": peaks[1],
                     "distill_step": peaks[2],
+                },
+                "device_pool_reserved_mib": {
+                    "student_step": reserved[0],
+                    "teacher_forward": reserved[1],
+                    "distill_step": reserved[2],
                 },
                 "loader_images_per_s": loader_rate.map(|(_, r)| r),
             }),

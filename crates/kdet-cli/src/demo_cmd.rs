@@ -19,7 +19,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::tensor::Device;
 use clap::Args;
 use kdet_data::results::write_coco_results;
 use kdet_distill::KdLossConfig;
@@ -27,6 +26,7 @@ use kdet_train::config::{DecayConfig, Duration, WarmupConfig};
 use serde_json::json;
 
 use crate::bench_cmd::{median, random_batch, time_inference};
+use crate::device::DeviceArg;
 use crate::eval_cmd::{EvalSplit, detector_of, read_checkpoint};
 use crate::experiment::Experiment;
 use crate::train_cmd::{
@@ -56,6 +56,8 @@ pub struct DemoArgs {
     /// `data/synth`].
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 /// Points an experiment's synthetic data at `--data`.
@@ -105,6 +107,7 @@ fn shorten(e: &mut Experiment) {
 fn stage(
     name: &str,
     run: &Path,
+    device: &DeviceArg,
     experiment: Experiment,
     go: impl FnOnce(&TrainArgs, Experiment, PathBuf) -> Result<()>,
 ) -> Result<()> {
@@ -120,6 +123,7 @@ fn stage(
     );
     let args = TrainArgs {
         resume,
+        device: device.clone(),
         ..TrainArgs::default()
     };
     go(&args, experiment, run.to_path_buf()).with_context(|| format!("demo stage `{name}`"))
@@ -153,7 +157,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             shorten(&mut e);
         }
         e.absolutize_paths()?;
-        stage("teacher", &teacher_run, e, train_experiment)?;
+        stage("teacher", &teacher_run, &args.device, e, train_experiment)?;
         teacher_run.join(kdet_train::checkpoint::LAST)
     } else {
         let shipped = repo_dir("assets")?.join(SHIPPED_TEACHER);
@@ -183,7 +187,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         e.absolutize_paths()?;
         student_exp.get_or_insert_with(|| e.clone());
         let run = out.join(format!("{file}-seed{}", args.seed));
-        stage(&label, &run, e, distill_experiment)?;
+        stage(&label, &run, &args.device, e, distill_experiment)?;
         runs.push((label, run));
     }
 
@@ -192,7 +196,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     // teacher's stored one names the folders of the machine it was trained on.
     let data = student_exp.expect("two student stages ran");
     let (ckpt, teacher_exp) = read_checkpoint(&teacher_ckpt)?;
-    let device = Device::flex();
+    let device = args.device.choice.plain()?;
     let teacher = detector_of(&ckpt, &teacher_exp, &device)?;
     if !teacher_run.join(EVAL_FILE).is_file() {
         println!("== teacher: evaluating {}", teacher_ckpt.display());

@@ -71,6 +71,8 @@ pub struct EvalArgs {
     /// Also print AP / AP50 / AP75 / AR100 per category.
     #[arg(long)]
     per_class: bool,
+    #[command(flatten)]
+    device: crate::device::DeviceArg,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -242,7 +244,7 @@ fn eval_checkpoint(args: &EvalArgs, checkpoint: &Path) -> Result<()> {
     }
     let split = EvalSplit::load(&json_path, &images, &experiment, batch_size)?;
     split.check_classes(&experiment)?;
-    let device = Device::flex();
+    let device = args.device.choice.plain()?;
     let model = detector_of(&ckpt, &experiment, &device)?;
     println!(
         "{}: step {} (epoch {}), {} images",
@@ -401,8 +403,8 @@ impl EvalSplit {
     }
 
     /// Predicts the first `max_images` images (all with `None`) with `model` (on a plain
-    /// device: `Module::valid` of a training model, or a model built on `Device::flex()`)
-    /// and scores them.
+    /// device: `Module::valid` of a training model, or a model built on `--device`) and
+    /// scores them; the images are loaded onto the model's device.
     pub(crate) fn evaluate(
         &self,
         model: &Detector,
@@ -430,7 +432,11 @@ impl EvalSplit {
         let mut evaluator =
             CocoEvaluator::new(self.gt.clone(), self.labels.clone(), CocoEvalConfig::bbox())?;
         let mut kept = Vec::new();
-        for batch in loader.iter(0, 0, &Device::flex()) {
+        let device = burn::module::Module::devices(model)
+            .into_iter()
+            .next()
+            .unwrap_or_else(Device::flex);
+        for batch in loader.iter(0, 0, &device) {
             let batch = batch.context("loading evaluation images")?;
             let detections = model.predict(&batch.images);
             let predictions: Vec<(u64, Instances)> =

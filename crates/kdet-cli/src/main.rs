@@ -8,6 +8,7 @@ mod bench_train;
 mod convert_cmd;
 mod data_cmd;
 mod demo_cmd;
+mod device;
 mod draw;
 mod eval_cmd;
 mod experiment;

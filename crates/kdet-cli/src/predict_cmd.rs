@@ -26,7 +26,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::data::dataset::Dataset;
-use burn::tensor::Device;
 use clap::Args;
 use hotcoco::types::Category;
 use image::RgbImage;
@@ -61,6 +60,8 @@ pub struct PredictArgs {
     /// Images per forward pass [default: the experiment's `eval.batch_size`].
     #[arg(long, value_name = "N")]
     batch_size: Option<usize>,
+    #[command(flatten)]
+    device: crate::device::DeviceArg,
 }
 
 /// One input image: its COCO id and where it is read from and drawn to.
@@ -94,7 +95,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let (ckpt, experiment) = read_checkpoint(&args.checkpoint)?;
     let labels = class_labels(&experiment)?;
     let class_names = labels.names().to_vec();
-    let device = Device::flex();
+    let device = args.device.choice.plain()?;
     let model = detector_of(&ckpt, &experiment, &device)?;
     let batch_size = args.batch_size.unwrap_or(experiment.eval.batch_size);
     println!(

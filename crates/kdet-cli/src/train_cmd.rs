@@ -9,8 +9,9 @@
 //!   the 12 stats, per-class AP, PR curves, and the weights' CRC-32) and
 //!   `predictions.json` (COCO results of that evaluation).
 //!
-//! Only this crate picks devices: the model trains on `Device::flex().autodiff()` and is
-//! evaluated as `Module::valid()` on `Device::flex()`.
+//! Only this crate picks devices: the model trains on `--device` with autodiff
+//! (`Device::flex().autodiff()` by default) and is evaluated as `Module::valid()` on the
+//! plain device beneath it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use kdet_structures::ImageSize;
 use kdet_train::{Checkpoint, EvalSummary, RunSummary, TrainStep, Trainer, read_experiment};
 use serde_json::json;
 
+use crate::device::DeviceArg;
 use crate::eval_cmd::{EvalSplit, Evaluated, write_json};
 use crate::experiment::{Experiment, SplitPaths, SynthData, is_weights_file, load_model_config};
 
@@ -60,6 +62,8 @@ pub struct TrainArgs {
     /// `kdet distill`: the teacher checkpoint, instead of the experiment's `teacher`.
     #[arg(long, value_name = "CKPT")]
     pub(crate) teacher: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) device: DeviceArg,
 }
 
 /// The file a run writes its resolved experiment to.
@@ -342,7 +346,7 @@ pub(crate) fn distill_experiment(
         run_dir,
         "kdet distill",
         move |e, device| {
-            let teacher = load_teacher(&teacher_path, e)?;
+            let teacher = load_teacher(&teacher_path, e, &device.clone().inner())?;
             let input = probe_size(e);
             let student = student_model(e, device, load_pretrained)?;
             let distiller = Distiller::new(student, teacher, &recipe, input)
@@ -372,13 +376,13 @@ pub(crate) fn student_model(
     Ok(model)
 }
 
-/// The teacher of a distillation, built on the plain device (`Device::flex()`: no
-/// autodiff, BatchNorm on running statistics): a `kdet train` checkpoint, or a weights
+/// The teacher of a distillation, built on `device`, a plain device (no autodiff,
+/// BatchNorm on running statistics): a `kdet train` checkpoint, or a weights
 /// file (`.pth` / `.pt` / `.safetensors`) of the experiment's `teacher_model`
 /// architecture and `teacher_source` layout, loaded strictly.
-pub fn load_teacher(path: &Path, student: &Experiment) -> Result<Detector> {
+pub fn load_teacher(path: &Path, student: &Experiment, device: &Device) -> Result<Detector> {
     if is_weights_file(path) {
-        return load_weights_teacher(path, student);
+        return load_weights_teacher(path, student, device);
     }
     let ckpt =
         Checkpoint::read(path).with_context(|| format!("`teacher`: reading {}", path.display()))?;
@@ -397,13 +401,13 @@ pub fn load_teacher(path: &Path, student: &Experiment) -> Result<Detector> {
             student.model.num_classes()
         );
     }
-    ckpt.load_model(teacher.model.init(&Device::flex()))
+    ckpt.load_model(teacher.model.init(device))
         .with_context(|| format!("`teacher`: loading {}", path.display()))
 }
 
 /// [`load_teacher`] of a weights file: the `teacher_model` architecture, every tensor
 /// from the file (one error names each missing, unexpected and wrongly-shaped key).
-fn load_weights_teacher(path: &Path, student: &Experiment) -> Result<Detector> {
+fn load_weights_teacher(path: &Path, student: &Experiment, device: &Device) -> Result<Detector> {
     // `path` may come from `--teacher`, so it is checked here, not only in `resolve`.
     let Some((model_path, source)) = student.teacher_weights_for(path)? else {
         bail!("`teacher = \"{}\"` is not a weights file", path.display());
@@ -422,13 +426,9 @@ fn load_weights_teacher(path: &Path, student: &Experiment) -> Result<Detector> {
             student.model.num_classes()
         );
     }
-    let (teacher, report) = load_detector_file(
-        config.init(&Device::flex()),
-        path,
-        source,
-        &ImportOptions::strict(),
-    )
-    .with_context(|| format!("{named}: loading the teacher's weights"))?;
+    let (teacher, report) =
+        load_detector_file(config.init(device), path, source, &ImportOptions::strict())
+            .with_context(|| format!("{named}: loading the teacher's weights"))?;
     println!("teacher: {report}");
     Ok(teacher)
 }
@@ -517,7 +517,7 @@ fn run_loop<M: RunModel>(
     }
 
     let seed = experiment.train.seed;
-    let device = Device::flex().autodiff();
+    let device = args.device.choice.autodiff()?;
     device.seed(seed);
     let model = build(&experiment, &device)?;
     let num_train = train.len();

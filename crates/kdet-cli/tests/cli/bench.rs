@@ -104,6 +104,10 @@ fn bench_infer_times_forward_and_post_processing() {
     assert!(out.contains("forward by part"), "{out}");
     let doc = read_json(&json);
     assert_eq!(doc["batch"], 2);
+    assert_eq!(
+        (&doc["backend"], &doc["device"]),
+        (&"flex".into(), &"cpu".into())
+    );
     let fwd = doc["forward_ms_per_image"]["median"]
         .as_f64()
         .expect("forward");
@@ -117,4 +121,46 @@ fn bench_infer_times_forward_and_post_processing() {
     }
     let err = fails(&["bench", "infer", "--config", &s(&config), "--iters", "0"]);
     assert!(err.contains("--iters"), "{err}");
+}
+
+/// Without `--features vulkan` (CI's build), asking for a GPU is one error that says how to
+/// get one, from every command that computes, before any work; a malformed value is
+/// refused by the argument parser.
+#[cfg(not(feature = "vulkan"))]
+#[test]
+fn gpu_device_without_the_backend_says_how_to_build_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = tiny_config(dir.path());
+    let run = dir.path().join("run");
+    for args in [
+        vec![
+            "bench",
+            "infer",
+            "--config",
+            &s(&config),
+            "--device",
+            "gpu:0",
+        ],
+        vec![
+            "train",
+            "--config",
+            &s(&config),
+            "--out",
+            &s(&run),
+            "--device",
+            "gpu",
+        ],
+    ] {
+        let err = fails(&args);
+        assert!(
+            err.contains("--device gpu") && err.contains("--features vulkan"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!run.join("last.ckpt").exists());
+    // A usage error: clap's exit status 2.
+    let out = crate::kdet(&["bench", "infer", "--config", &s(&config), "--device", "tpu"]);
+    let err = crate::train::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("expected `cpu`, `gpu` or `gpu:N`"), "{err}");
 }
