@@ -2,6 +2,8 @@
 # Runs a command with Mesa's lavapipe — a Vulkan driver that runs on the CPU — as the only
 # Vulkan device, so that a `--features vulkan` kdet can be checked on a machine without a
 # GPU (results, not speed: lavapipe is far slower than kdet's own CPU backend).
+# Status: lavapipe (Mesa 22.3.6 and 25.0.7) segfaults on kdet's first Vulkan kernel
+# (docs/gpu.md): this reproduces that crash until its cause is found.
 #
 #   bash scripts/gpu/lavapipe.sh target/gpu/gpu/kdet bench infer --config ... --device gpu
 #

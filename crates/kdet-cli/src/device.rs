@@ -105,10 +105,17 @@ fn gpu(index: Option<usize>, choice: DeviceChoice) -> Result<Device> {
     use std::panic::{AssertUnwindSafe, catch_unwind};
 
     let kind = index.map_or(DeviceKind::DefaultDevice, DeviceKind::DiscreteGpu);
-    // wgpu panics when it finds no adapter; the probe turns that into an error. The
-    // default hook would print the panic too, so it is silenced for the probe.
+    // wgpu panics when it finds no adapter (on the runtime's own thread, whose death the
+    // caller sees as a bare `RecvError`); the probe turns that into an error. The panics
+    // of every thread are collected instead of printed while it runs; the first says why.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    let sink = seen.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Ok(mut v) = sink.lock() {
+            v.push(info.to_string());
+        }
+    }));
     let probe = catch_unwind(AssertUnwindSafe(|| {
         let device = Device::vulkan(kind);
         let sum: f32 = Tensor::<1>::ones([4], &device).sum().into_scalar();
@@ -118,12 +125,9 @@ fn gpu(index: Option<usize>, choice: DeviceChoice) -> Result<Device> {
     match probe {
         Ok((device, sum)) if sum == 4.0 => Ok(device),
         Ok((_, sum)) => bail!("--device {choice}: the Vulkan device computed 1+1+1+1 = {sum}"),
-        Err(panic) => {
-            let why = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("no reason given");
+        Err(_) => {
+            let seen = seen.lock().map(|v| v.clone()).unwrap_or_default();
+            let why = seen.first().map_or("no reason given", String::as_str);
             bail!(
                 "--device {choice}: no Vulkan device could be opened ({why}); check that a Vulkan driver is installed (`vulkaninfo --summary`; docs/gpu.md)"
             )
