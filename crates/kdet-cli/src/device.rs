@@ -2,9 +2,9 @@
 //!
 //! - `cpu` (the default): burn's pure-Rust `flex` backend, always built in.
 //! - `gpu` / `gpu:N`: burn's Vulkan backend (wgpu, SPIR-V kernels), compiled in only with
-//!   `cargo build --release --features vulkan`. `gpu` takes the adapter wgpu ranks best
-//!   (a discrete GPU first; `CUBECL_WGPU_DEFAULT_DEVICE=Cpu` picks a software Vulkan driver
-//!   such as Mesa's lavapipe instead), `gpu:N` the N-th discrete GPU.
+//!   `cargo build --release -p kdet-cli --features vulkan`. `gpu` takes the adapter wgpu
+//!   ranks best (a discrete GPU first; `CUBECL_WGPU_DEFAULT_DEVICE=Cpu` picks a software
+//!   Vulkan driver such as Mesa's lavapipe instead), `gpu:N` the N-th discrete GPU.
 //!
 //! A GPU is opened and probed with one small tensor before any work, so that a build
 //! without the backend, a machine without a Vulkan driver or a wrong index is one clear
@@ -24,7 +24,8 @@ use clap::Args;
 #[derive(Args, Debug, Clone, Default)]
 pub struct DeviceArg {
     /// Where to compute: `cpu` (burn's flex backend), `gpu` (the best Vulkan adapter) or
-    /// `gpu:N` (the N-th discrete GPU). GPUs need a build with `--features vulkan`.
+    /// `gpu:N` (the N-th discrete GPU). GPUs need a build with
+    /// `-p kdet-cli --features vulkan`.
     #[arg(long = "device", value_name = "cpu|gpu[:N]", default_value = "cpu")]
     pub choice: DeviceChoice,
 }
@@ -95,7 +96,7 @@ impl DeviceChoice {
 #[cfg(not(feature = "vulkan"))]
 fn gpu(_index: Option<usize>, choice: DeviceChoice) -> Result<Device> {
     bail!(
-        "--device {choice}: this kdet was built without a GPU backend; rebuild it with `cargo build --release --features vulkan` (docs/gpu.md), or use --device cpu"
+        "--device {choice}: this kdet was built without a GPU backend; rebuild it with `cargo build --release -p kdet-cli --features vulkan` (docs/gpu.md), or use --device cpu"
     )
 }
 
