@@ -10,7 +10,9 @@
 //!    comparison table and writes `summary.json` and `report.html` (`kdet report`).
 //!
 //! Rerunning with the same `--out` reuses finished stages and resumes interrupted ones
-//! (the runs checkpoint every epoch; Ctrl-C loses at most an epoch). `--quick` runs every
+//! (the runs checkpoint every epoch; Ctrl-C loses at most an epoch). A stage folder whose
+//! stored experiment differs from the current configs (a shipped weight changed since, or
+//! another `--data`) is neither reused nor resumed: the error names the differing fields. `--quick` runs every
 //! stage on a 60-step schedule (into `OUT/quick/`): it proves the pipeline in a couple of
 //! minutes; its numbers mean nothing.
 
@@ -111,6 +113,7 @@ fn stage(
     experiment: Experiment,
     go: impl FnOnce(&TrainArgs, Experiment, PathBuf) -> Result<()>,
 ) -> Result<()> {
+    check_same_experiment(run, &experiment).with_context(|| format!("demo stage `{name}`"))?;
     if run.join(EVAL_FILE).is_file() {
         println!("== {name}: finished earlier, reusing {}", run.display());
         return Ok(());
@@ -127,6 +130,86 @@ fn stage(
         ..TrainArgs::default()
     };
     go(&args, experiment, run.to_path_buf()).with_context(|| format!("demo stage `{name}`"))
+}
+
+/// Refuses a stage folder made from another experiment than `experiment` (its
+/// `experiment.json`, written when the stage started): reusing or resuming it would report
+/// a run of other settings under the current configs' name.
+fn check_same_experiment(run: &Path, experiment: &Experiment) -> Result<()> {
+    let path = run.join(kdet_train::run_dir::EXPERIMENT_FILE);
+    if !path.is_file() {
+        return Ok(());
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let stored: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a valid experiment JSON", path.display()))?;
+    let current = serde_json::to_value(experiment).context("serialising the experiment")?;
+    let mut changed = Vec::new();
+    json_differences(&stored, &current, "", &mut changed);
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let shown = changed.len().min(4);
+    bail!(
+        "{} was made with other settings than the current configs ({}{}); move or remove {} \
+         (or pass another --out) to run this stage again",
+        path.display(),
+        changed[..shown].join("; "),
+        if changed.len() > shown {
+            format!("; and {} more", changed.len() - shown)
+        } else {
+            String::new()
+        },
+        run.display()
+    )
+}
+
+/// The leaves where `stored` and `current` differ, as `path: stored -> current` (dotted
+/// keys, `[i]` for array elements; a missing side is `(none)`). Non-integer numbers are
+/// compared as f32s.
+fn json_differences(
+    stored: &serde_json::Value,
+    current: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match (stored, current) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                let none = Value::String("(none)".into());
+                json_differences(
+                    a.get(key).unwrap_or(&none),
+                    b.get(key).unwrap_or(&none),
+                    &join(key),
+                    out,
+                );
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                json_differences(x, y, &format!("{path}[{i}]"), out);
+            }
+        }
+        // The configs hold f32s: 0.245 and 0.24500000476837158 (the same f32 written
+        // through f64) are one value.
+        (Value::Number(a), Value::Number(b)) if a.is_f64() || b.is_f64() => {
+            if a.as_f64().map(|x| x as f32) != b.as_f64().map(|x| x as f32) {
+                out.push(format!("{path}: {a} -> {b}"));
+            }
+        }
+        (a, b) if a != b => out.push(format!("{path}: {a} -> {b}")),
+        _ => {}
+    }
 }
 
 /// One row of the comparison table.
@@ -332,4 +415,63 @@ fn print_table(rows: &[Row], quick: bool) {
             ""
         }
     );
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn ld_experiment() -> Experiment {
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        Experiment::load(&configs.join("distill/ld_gfl_synth.toml")).unwrap()
+    }
+
+    #[test]
+    fn a_stage_made_from_other_settings_is_refused_with_the_fields_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let experiment = ld_experiment();
+        // No experiment.json yet: a new stage.
+        check_same_experiment(dir.path(), &experiment).unwrap();
+        let stored = serde_json::to_string(&experiment).unwrap();
+        std::fs::write(dir.path().join("experiment.json"), stored).unwrap();
+        // The same settings, read back from the file: reused.
+        check_same_experiment(dir.path(), &experiment).unwrap();
+
+        // A shipped weight changed since the stage ran, and the seed: both named.
+        let mut changed = experiment.clone();
+        changed.distill.as_mut().unwrap().losses[0].weight *= 4.0;
+        changed.train.seed += 1;
+        let err = format!(
+            "{:#}",
+            check_same_experiment(dir.path(), &changed).unwrap_err()
+        );
+        assert!(err.contains("distill.losses[0].weight: "), "{err}");
+        assert!(err.contains("train.seed: 0 -> 1"), "{err}");
+        assert!(err.contains("experiment.json"), "{err}");
+
+        // A corrupt experiment.json is an error naming the file, not a silent rerun.
+        std::fs::write(dir.path().join("experiment.json"), "{ not json").unwrap();
+        let err = format!(
+            "{:#}",
+            check_same_experiment(dir.path(), &experiment).unwrap_err()
+        );
+        assert!(err.contains("not a valid experiment JSON"), "{err}");
+    }
+
+    #[test]
+    fn json_differences_walk_objects_and_arrays() {
+        let a = serde_json::json!({"a": {"b": [1, 2]}, "c": 0.245, "gone": true});
+        let b = serde_json::json!({"a": {"b": [1, 3]}, "c": 0.245_f32 as f64, "new": "x"});
+        let mut out = Vec::new();
+        json_differences(&a, &b, "", &mut out);
+        assert_eq!(
+            out,
+            [
+                "a.b[1]: 2 -> 3",
+                "gone: true -> \"(none)\"",
+                "new: \"(none)\" -> \"x\""
+            ]
+        );
+    }
 }
