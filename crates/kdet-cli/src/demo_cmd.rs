@@ -200,15 +200,21 @@ fn json_differences(
                 json_differences(x, y, &format!("{path}[{i}]"), out);
             }
         }
-        // The configs hold f32s: 0.245 and 0.24500000476837158 (the same f32 written
-        // through f64) are one value.
-        (Value::Number(a), Value::Number(b)) if a.is_f64() || b.is_f64() => {
-            if a.as_f64().map(|x| x as f32) != b.as_f64().map(|x| x as f32) {
-                out.push(format!("{path}: {a} -> {b}"));
-            }
-        }
-        (a, b) if a != b => out.push(format!("{path}: {a} -> {b}")),
+        (a, b) if !same_leaf(a, b) => out.push(format!("{path}: {a} -> {b}")),
         _ => {}
+    }
+}
+
+/// Equal JSON leaves. The configs hold f32s: 0.245 and 0.24500000476837158 (the same f32
+/// written through f64) are one value; integers compare exactly.
+fn same_leaf(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a, b) {
+        (serde_json::Value::Number(x), serde_json::Value::Number(y))
+            if x.is_f64() || y.is_f64() =>
+        {
+            x.as_f64().map(|v| v as f32) == y.as_f64().map(|v| v as f32)
+        }
+        _ => a == b,
     }
 }
 
