@@ -14,6 +14,10 @@
 #
 # Resumable: a finished cell (its eval.json exists) is skipped, an interrupted one continues
 # from its last checkpoint, so the work can span sessions.
+#
+# The LD, FGD and PKD recipes carry weights picked by scripts/tune-distill.sh on a separate
+# tuning split; cells of the calibrated (untuned) weights kept in
+# runs/bench/distill-calibrated/<method>-seed<S> get their own rows in the table.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

@@ -3,6 +3,10 @@ RUNS_DIR/<method>-seed<S> (`baseline` among the methods) (standard library only)
 
 Usage: python3 distill_table.py RUNS_DIR BENCHMARKS_MD METHOD [METHOD ...]
 
+Methods whose runs also exist in RUNS_DIR-calibrated/ (the cells of the calibrated
+weights, before the tuning budget of scripts/tune-distill.sh was spent) get a second row,
+against the same baseline.
+
 Gain = mean AP of the method minus mean AP of the baseline over the seeds both have;
 pooled std = sqrt((s_method^2 + s_baseline^2) / 2) of the AP sample standard deviations.
 Extra time per step = median seconds per step of the method's run minus the baseline's
@@ -64,49 +68,62 @@ def fmt(values, scale=100.0):
     return f"{m * scale:.1f}" if s is None else f"{m * scale:.1f} ± {s * scale:.1f}"
 
 
+def row(runs: Path, method: str, label: str, base: dict) -> str:
+    """One table row: `method`'s cells in `runs` against the baseline cells `base`."""
+    if method == "baseline":
+        cells = base
+    else:
+        cells = {}
+        for s in base:
+            r = load(runs / f"{method}-seed{s}")
+            if r:
+                cells[s] = r
+    if not cells:
+        return f"| {label} | – | n/a | n/a | n/a | n/a | | | | | | |"
+    used = sorted(cells)
+    cols = [fmt([cells[s]["stats"][i] for s in used]) for i in range(4)]
+    gain, ratio, extra, teacher, kd, per_seed = "", "", "", "", "", ""
+    if method != "baseline":
+        ap_m, sd_m = mean_std([cells[s]["stats"][0] for s in used])
+        ap_b, sd_b = mean_std([base[s]["stats"][0] for s in used])
+        gain = f"{(ap_m - ap_b) * 100:+.1f}"
+        per_seed = ", ".join(
+            f"{(cells[s]['stats'][0] - base[s]['stats'][0]) * 100:+.1f}" for s in used
+        )
+        if sd_m is not None and sd_b is not None:
+            pooled = math.sqrt((sd_m**2 + sd_b**2) / 2)
+            ratio = f"{(ap_m - ap_b) / pooled:.1f}" if pooled > 0 else "inf"
+        steps = [cells[s]["step_s"] - base[s]["step_s"] for s in used
+                 if cells[s]["step_s"] and base[s]["step_s"]]
+        if steps:
+            extra = f"{statistics.mean(steps) * 1000:+.0f}"
+        tms = [cells[s]["teacher_ms"] for s in used if cells[s]["teacher_ms"] is not None]
+        kms = [cells[s]["kd_ms"] for s in used if cells[s]["kd_ms"] is not None]
+        teacher = f"{statistics.mean(tms):.0f}" if tms else ""
+        kd = f"{statistics.mean(kms):.0f}" if kms else ""
+    return (
+        f"| {label} | {', '.join(used)} | " + " | ".join(cols)
+        + f" | {gain} | {per_seed} | {ratio} | {extra} | {teacher} | {kd} |"
+    )
+
+
 def main() -> None:
     runs, md, methods = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
     seeds = sorted({p.name.rsplit("seed", 1)[1] for p in runs.glob("baseline-seed*")})
     base = {s: load(runs / f"baseline-seed{s}") for s in seeds}
     base = {s: r for s, r in base.items() if r}
     rows = []
+    calibrated = runs.parent / (runs.name + "-calibrated")
+    variants = [(runs, "")]
+    if calibrated.is_dir():
+        variants.append((calibrated, " (calibrated, before tuning)"))
     for method in ["baseline"] + [m for m in methods if m != "baseline"]:
-        if method == "baseline":
-            cells = base
-        else:
-            cells = {}
-            for s in base:
-                r = load(runs / f"{method}-seed{s}")
-                if r:
-                    cells[s] = r
-        if not cells:
-            rows.append(f"| {method} | – | n/a | n/a | n/a | n/a | | | | | | |")
-            continue
-        used = sorted(cells)
-        cols = [fmt([cells[s]["stats"][i] for s in used]) for i in range(4)]
-        gain, ratio, extra, teacher, kd, per_seed = "", "", "", "", "", ""
-        if method != "baseline":
-            ap_m, sd_m = mean_std([cells[s]["stats"][0] for s in used])
-            ap_b, sd_b = mean_std([base[s]["stats"][0] for s in used])
-            gain = f"{(ap_m - ap_b) * 100:+.1f}"
-            per_seed = ", ".join(
-                f"{(cells[s]['stats'][0] - base[s]['stats'][0]) * 100:+.1f}" for s in used
-            )
-            if sd_m is not None and sd_b is not None:
-                pooled = math.sqrt((sd_m**2 + sd_b**2) / 2)
-                ratio = f"{(ap_m - ap_b) / pooled:.1f}" if pooled > 0 else "inf"
-            steps = [cells[s]["step_s"] - base[s]["step_s"] for s in used
-                     if cells[s]["step_s"] and base[s]["step_s"]]
-            if steps:
-                extra = f"{statistics.mean(steps) * 1000:+.0f}"
-            tms = [cells[s]["teacher_ms"] for s in used if cells[s]["teacher_ms"] is not None]
-            kms = [cells[s]["kd_ms"] for s in used if cells[s]["kd_ms"] is not None]
-            teacher = f"{statistics.mean(tms):.0f}" if tms else ""
-            kd = f"{statistics.mean(kms):.0f}" if kms else ""
-        rows.append(
-            f"| {method} | {', '.join(used)} | " + " | ".join(cols)
-            + f" | {gain} | {per_seed} | {ratio} | {extra} | {teacher} | {kd} |"
-        )
+        for where, suffix in variants:
+            if method == "baseline" and suffix:
+                continue
+            if suffix and not any(where.glob(f"{method}-seed*")):
+                continue
+            rows.append(row(where, method, method + suffix, base))
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     section = [
         BEGIN,
@@ -121,6 +138,13 @@ def main() -> None:
         "Extra ms/step = median step time minus the baseline's (wall clock; the machine may",
         "have been shared with other jobs); teacher / KD ms = logged mean time of the teacher",
         "forward and of the KD terms' forward per step.",
+        "The LD, FGD and PKD recipes ship weights chosen by the tuning budget (next section,",
+        "on a separate tuning split); the \"calibrated, before tuning\" rows are the same",
+        "methods at their calibrated weights (`configs/distill/README.md`). The seed-0 cell of",
+        "a tuned method is its tuning run, and seeds 1-2 ran as two concurrent",
+        "single-threaded processes (`RAYON_NUM_THREADS=1`) while up to six runs shared the",
+        "2 cores, so its time columns are not comparable with the other rows; the KD",
+        "overhead on an idle machine is measured in \"Distillation step overhead\" above.",
         f"Machine: {cpu} cores, {platform.machine()}. Produced by `bash scripts/bench-distill.sh`",
         "(resumable; `METHODS=\"baseline ld\" SEEDS=\"0\"` for one seed).",
         "",
