@@ -21,7 +21,10 @@
 
 use super::sum_over_levels;
 use burn::config::Config;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
+
+use crate::method::{KdInputs, KdMethod, KdTerm, NoModules, TapUse, Wiring};
+use crate::taps::Tap;
 use burn::tensor::activation::log_softmax;
 
 /// Configuration of [`cwd_loss`] (MMRazor `ChannelWiseDivergence`).
@@ -69,6 +72,36 @@ pub fn cwd_loss(config: &CwdConfig, students: &[Tensor<4>], teachers: &[Tensor<4
             kl.mul_scalar(tau * tau / (n * c) as f32)
         },
     )
+}
+
+impl KdMethod for CwdConfig {
+    const NAME: &'static str = "cwd";
+    type Modules = NoModules;
+
+    fn defaults() -> Self {
+        Self::new()
+    }
+
+    /// FPN features by default; MMRazor's GFL config applies it to the class logits (`cls_logits`).
+    fn tap_use(&self) -> TapUse {
+        TapUse::Feature { default: Tap::Neck }
+    }
+
+    fn compares_classes(&self) -> bool {
+        false
+    }
+
+    fn init(&self, _wiring: &Wiring, _device: &Device) -> NoModules {
+        NoModules::new()
+    }
+
+    fn terms(&self, _modules: &NoModules, inputs: &KdInputs) -> Vec<KdTerm> {
+        KdTerm::single(cwd_loss(
+            self,
+            &inputs.student_features,
+            &inputs.teacher_features,
+        ))
+    }
 }
 
 #[cfg(test)]

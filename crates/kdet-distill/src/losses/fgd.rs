@@ -59,6 +59,8 @@ use burn::tensor::activation::{relu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::KdTargets;
+use crate::method::{KdInputs, KdMethod, KdTerm, TapUse, Wiring};
+use crate::taps::Tap;
 
 /// FGD coefficients and temperature. Defaults: official RetinaNet/GFL configs
 /// (`configs/distillers/fgd/fgd_retina_rx101_64x4d_distill_retina_r50_fpn_2x_coco.py` and
@@ -418,6 +420,45 @@ pub fn fgd_masks(
         Tensor::from_data(TensorData::new(fg, [n, height, width]), device),
         Tensor::from_data(TensorData::new(bg, [n, height, width]), device),
     )
+}
+
+impl KdMethod for FgdConfig {
+    const NAME: &'static str = "fgd";
+    type Modules = FgdModules;
+
+    fn defaults() -> Self {
+        Self::new()
+    }
+
+    /// FPN outputs (the official code hooks `neck.fpn_convs.*.conv`).
+    fn tap_use(&self) -> TapUse {
+        TapUse::Feature { default: Tap::Neck }
+    }
+
+    fn compares_classes(&self) -> bool {
+        false
+    }
+
+    /// One GcBlock pair per selected level, for the teacher's channels there.
+    fn init(&self, wiring: &Wiring, device: &Device) -> FgdModules {
+        let channels: Vec<usize> = wiring.teacher_levels().iter().map(|l| l.channels).collect();
+        FgdConfig::init(self, &channels, device)
+    }
+
+    fn terms(&self, modules: &FgdModules, inputs: &KdInputs) -> Vec<KdTerm> {
+        let terms = modules.forward(
+            self,
+            &inputs.student_features,
+            &inputs.teacher_features,
+            inputs.targets,
+        );
+        vec![
+            KdTerm::new("fg", terms.fg),
+            KdTerm::new("bg", terms.bg),
+            KdTerm::new("attention", terms.attention),
+            KdTerm::new("global", terms.global),
+        ]
+    }
 }
 
 #[cfg(test)]

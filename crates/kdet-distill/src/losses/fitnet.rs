@@ -30,7 +30,10 @@
 
 use super::sum_over_levels;
 use burn::config::Config;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
+
+use crate::method::{KdInputs, KdMethod, KdTerm, NoModules, TapUse, Wiring};
+use crate::taps::Tap;
 
 /// Configuration of [`fitnet_loss`] (MMRazor `L2Loss`).
 #[derive(Config, Debug, PartialEq)]
@@ -93,6 +96,36 @@ fn l2_normalize_rows(x: Tensor<2>) -> Tensor<2> {
     // [N, 1]; clamping before the sqrt keeps the gradient finite for an all-zero row.
     let norm = x.clone().square().sum_dim(1).clamp_min(NORM_SQ_EPS).sqrt();
     x / norm
+}
+
+impl KdMethod for FitnetConfig {
+    const NAME: &'static str = "fitnet";
+    type Modules = NoModules;
+
+    fn defaults() -> Self {
+        Self::new()
+    }
+
+    /// FPN features by default (any feature tap; a connector maps the student's channels).
+    fn tap_use(&self) -> TapUse {
+        TapUse::Feature { default: Tap::Neck }
+    }
+
+    fn compares_classes(&self) -> bool {
+        false
+    }
+
+    fn init(&self, _wiring: &Wiring, _device: &Device) -> NoModules {
+        NoModules::new()
+    }
+
+    fn terms(&self, _modules: &NoModules, inputs: &KdInputs) -> Vec<KdTerm> {
+        KdTerm::single(fitnet_loss(
+            self,
+            &inputs.student_features,
+            &inputs.teacher_features,
+        ))
+    }
 }
 
 #[cfg(test)]

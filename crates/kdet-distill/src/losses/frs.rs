@@ -38,9 +38,13 @@
 //!   mask sum is otherwise always positive).
 
 use burn::config::Config;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 use burn::tensor::activation::sigmoid;
 use kdet_models::losses::binary_cross_entropy_with_logits;
+
+use crate::method::{KdInputs, KdMethod, KdTerm, NoModules, TapUse, Wiring};
+use crate::plan::check_same_grid;
+use crate::taps::Tap;
 
 /// Configuration of FRS (loss weights of the official GFL config
 /// `config/distill_frs/resnet50_resnet101_gfl_frs.py`, spec §4.2).
@@ -164,6 +168,57 @@ pub fn frs_loss(
         cls: cls
             .expect("at least one level (asserted above)")
             .mul_scalar(config.cls_weight),
+    }
+}
+
+impl KdMethod for FrsConfig {
+    const NAME: &'static str = "frs";
+    type Modules = NoModules;
+
+    fn defaults() -> Self {
+        Self::new()
+    }
+
+    /// An adapted FPN feature (mask KD) plus the class logits of the same levels (cls KD).
+    fn tap_use(&self) -> TapUse {
+        TapUse::Feature { default: Tap::Neck }
+    }
+
+    fn compares_classes(&self) -> bool {
+        true
+    }
+
+    /// Both taps `neck`, and the class-logit maps of the selected levels on equal grids.
+    fn check(&self, wiring: &Wiring) -> Result<(), String> {
+        if wiring.taps != Some((Tap::Neck, Tap::Neck)) {
+            return Err(
+                "FRS weights FPN features by the class scores of the same level: both taps must be `neck`".into(),
+            );
+        }
+        check_same_grid(
+            wiring.levels,
+            wiring.student_shapes,
+            wiring.teacher_shapes,
+            &[Tap::ClsLogits],
+        )
+    }
+
+    fn init(&self, _wiring: &Wiring, _device: &Device) -> NoModules {
+        NoModules::new()
+    }
+
+    fn terms(&self, _modules: &NoModules, inputs: &KdInputs) -> Vec<KdTerm> {
+        let terms = frs_loss(
+            self,
+            &inputs.student_features,
+            &inputs.teacher_features,
+            &inputs.student_tap(Tap::ClsLogits),
+            &inputs.teacher_tap(Tap::ClsLogits),
+        );
+        vec![
+            KdTerm::new("feature", terms.feature),
+            KdTerm::new("cls", terms.cls),
+        ]
     }
 }
 

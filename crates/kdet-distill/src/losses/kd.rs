@@ -30,10 +30,13 @@
 //! ATSS, FCOS) and the meaningful distribution otherwise (RetinaNet's `A = 9`).
 
 use burn::config::Config;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 use burn::tensor::activation::log_softmax;
 use kdet_models::heads::flatten_level;
 use serde::{Deserialize, Serialize};
+
+use crate::method::{KdInputs, KdMethod, KdTerm, NoModules, TapUse, Wiring};
+use crate::taps::Tap;
 
 /// How the per-row KL is reduced over the `D` classes/bins of a row.
 ///
@@ -161,6 +164,34 @@ fn rows_of(map: Tensor<4>, k: usize) -> Tensor<2> {
     let flat = flatten_level(map, k); // [N, H*W*A, K]
     let [n, p, _] = flat.dims();
     flat.reshape([n * p, k])
+}
+
+impl KdMethod for LogitKdConfig {
+    const NAME: &'static str = "logit_kd";
+    type Modules = NoModules;
+
+    fn defaults() -> Self {
+        Self::new()
+    }
+
+    fn tap_use(&self) -> TapUse {
+        TapUse::Fixed(&[Tap::ClsLogits])
+    }
+
+    fn compares_classes(&self) -> bool {
+        true
+    }
+
+    fn init(&self, _wiring: &Wiring, _device: &Device) -> NoModules {
+        NoModules::new()
+    }
+
+    fn terms(&self, _modules: &NoModules, inputs: &KdInputs) -> Vec<KdTerm> {
+        let students = inputs.student_tap(Tap::ClsLogits);
+        let teachers = inputs.teacher_tap(Tap::ClsLogits);
+        let k = inputs.student_model.head.num_classes();
+        KdTerm::single(dense_logit_kd(self, &students, &teachers, k))
+    }
 }
 
 #[cfg(test)]

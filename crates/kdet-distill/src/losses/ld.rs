@@ -60,7 +60,7 @@
 
 use burn::config::Config;
 use burn::tensor::activation::sigmoid;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use kdet_models::assigners::{atss_statistics, iof_xyxy, split_crowd};
 use kdet_models::heads::{flatten_level, index_tensor};
 use kdet_models::priors::valid_flags;
@@ -70,6 +70,8 @@ use serde::{Deserialize, Serialize};
 
 use super::KdTargets;
 use super::kd::{KlReduction, kl_div_rows};
+use crate::method::{KdInputs, KdMethod, KdTerm, NoModules, TapUse, Wiring};
+use crate::taps::Tap;
 
 /// Which overlap the VLR's DIoU is built on (see the module docs).
 ///
@@ -349,6 +351,69 @@ pub fn ld_loss(
         ld: total(ld, config.ld_weight),
         vlr: total(vlr_terms, config.vlr_weight),
         kd: total(kd, config.kd_weight),
+    }
+}
+
+impl KdMethod for LdConfig {
+    const NAME: &'static str = "ld";
+    type Modules = NoModules;
+
+    fn defaults() -> Self {
+        Self::new()
+    }
+
+    fn tap_use(&self) -> TapUse {
+        TapUse::Fixed(&[Tap::ClsLogits, Tap::BoxRegression])
+    }
+
+    fn compares_classes(&self) -> bool {
+        true
+    }
+
+    /// GFL heads with equal `reg_max` on both sides; every head level.
+    fn check(&self, wiring: &Wiring) -> Result<(), String> {
+        let (student, teacher) = (&wiring.student.head, &wiring.teacher.head);
+        let (rs, rt) = (student.reg_max(), teacher.reg_max());
+        if rs.is_none() || rt.is_none() {
+            return Err(format!(
+                "LD distils GFL box-edge distributions: the student head is {} and the teacher head {} (both must be gfl)",
+                student.family(),
+                teacher.family()
+            ));
+        }
+        if rs != rt {
+            return Err(format!(
+                "LD needs equal reg_max: student {rs:?}, teacher {rt:?}"
+            ));
+        }
+        if wiring.entry.levels.is_some() {
+            return Err("LD uses every head level; remove `levels`".into());
+        }
+        Ok(())
+    }
+
+    fn init(&self, _wiring: &Wiring, _device: &Device) -> NoModules {
+        NoModules::new()
+    }
+
+    fn terms(&self, _modules: &NoModules, inputs: &KdInputs) -> Vec<KdTerm> {
+        let vlr = vlr_weights(self, &inputs.assignment.priors, inputs.targets);
+        let head = &inputs.student_model.head;
+        let reg_max = head.reg_max().expect("LD is planned for GFL heads");
+        let terms = ld_loss(
+            self,
+            &inputs.student.head,
+            &inputs.teacher.head,
+            inputs.assignment,
+            &vlr,
+            head.num_classes(),
+            reg_max,
+        );
+        vec![
+            KdTerm::new("ld", terms.ld),
+            KdTerm::new("vlr", terms.vlr),
+            KdTerm::new("kd", terms.kd),
+        ]
     }
 }
 

@@ -69,6 +69,8 @@ use kdet_structures::iou::iou_xyxy;
 
 use super::KdTargets;
 use super::fgd::spatial_attention;
+use crate::method::{KdInputs, KdMethod, KdTerm, NoModules, TapUse, Wiring};
+use crate::taps::{Tap, tap_tensors};
 
 /// Strict inside-GT margin of the official code (`eps = 1e-10`).
 const INSIDE_EPS: f32 = 1e-10;
@@ -678,6 +680,103 @@ pub fn pgd_loss(
         cls_attention,
         reg,
         reg_attention,
+    }
+}
+
+impl KdMethod for PgdConfig {
+    const NAME: &'static str = "pgd";
+    type Modules = NoModules;
+
+    fn defaults() -> Self {
+        Self::new()
+    }
+
+    /// The head towers after their first conv block (the official code taps
+    /// `cls_convs[0]` / `reg_convs[0]`).
+    fn tap_use(&self) -> TapUse {
+        TapUse::Fixed(&[Tap::ClsTower, Tap::RegTower])
+    }
+
+    fn compares_classes(&self) -> bool {
+        true
+    }
+
+    fn check(&self, wiring: &Wiring) -> Result<(), String> {
+        if wiring.entry.levels.is_some() {
+            return Err("PGD selects its regions across all levels; remove `levels`".into());
+        }
+        Ok(())
+    }
+
+    fn init(&self, _wiring: &Wiring, _device: &Device) -> NoModules {
+        NoModules::new()
+    }
+
+    fn terms(&self, _modules: &NoModules, inputs: &KdInputs) -> Vec<KdTerm> {
+        let priors = &inputs.assignment.priors;
+        let predictions = teacher_predictions(inputs.teacher_model, inputs.teacher, priors);
+        let ignore: Vec<Vec<bool>> = inputs
+            .assignment
+            .images
+            .iter()
+            .map(|a| a.ignore.clone())
+            .collect();
+        let device = inputs.student.neck[0].tensor.device();
+        // The step seeds the ±0.05 px noise of the Gaussian fit (spec §13.7): a resumed
+        // run draws the same noise.
+        let masks = pgd_masks(
+            self,
+            priors,
+            &predictions,
+            inputs.targets,
+            Some(&ignore),
+            inputs.step,
+            &device,
+        );
+        let all = |out, tap| tap_tensors(out, tap);
+        let terms = pgd_loss(
+            self,
+            &all(inputs.student, Tap::ClsTower),
+            &all(inputs.teacher, Tap::ClsTower),
+            &all(inputs.student, Tap::RegTower),
+            &all(inputs.teacher, Tap::RegTower),
+            &masks,
+        );
+        vec![
+            KdTerm::new("cls_fg", terms.cls_fg),
+            KdTerm::new("cls_bg", terms.cls_bg),
+            KdTerm::new("cls_attention", terms.cls_attention),
+            KdTerm::new("reg", terms.reg),
+            KdTerm::new("reg_attention", terms.reg_attention),
+        ]
+    }
+}
+
+fn teacher_predictions(
+    teacher: &kdet_models::Detector,
+    out: &kdet_models::DetectorOutput,
+    priors: &Priors,
+) -> TeacherPredictions {
+    let k = teacher.head.num_classes();
+    let scores = kdet_models::heads::inference::class_scores(&out.head, k); // [B, P, K]
+    let boxes = teacher.head.decode_boxes(&out.head, priors); // [B, P, 4]
+    let [b, p, _] = scores.dims();
+    let scores: Vec<f32> = scores
+        .into_data()
+        .try_to_vec()
+        .expect("class scores are f32");
+    let boxes: Vec<f32> = boxes.into_data().try_to_vec().expect("boxes are f32");
+    TeacherPredictions {
+        scores: scores.chunks(p * k).map(<[f32]>::to_vec).collect(),
+        boxes: (0..b)
+            .map(|i| {
+                boxes[i * p * 4..(i + 1) * p * 4]
+                    .chunks(4)
+                    .map(|c| [c[0], c[1], c[2], c[3]])
+                    .collect()
+            })
+            .collect(),
+        num_classes: k,
     }
 }
 

@@ -42,7 +42,10 @@
 
 use super::sum_over_levels;
 use burn::config::Config;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
+
+use crate::method::{KdInputs, KdMethod, KdTerm, NoModules, TapUse, Wiring};
+use crate::taps::Tap;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
@@ -138,6 +141,41 @@ fn standardize_channels(x: Tensor<4>) -> Tensor<2> {
         .clamp_min(VAR_MIN)
         .sqrt();
     centered / std.add_scalar(STD_EPS)
+}
+
+impl KdMethod for PkdConfig {
+    const NAME: &'static str = "pkd";
+    type Modules = NoModules;
+
+    fn defaults() -> Self {
+        Self::new()
+    }
+
+    /// FPN features by default (MMRazor's detection configs).
+    fn tap_use(&self) -> TapUse {
+        TapUse::Feature { default: Tap::Neck }
+    }
+
+    fn compares_classes(&self) -> bool {
+        false
+    }
+
+    /// PKD resizes the student map to the teacher's (bilinear), so strides may differ.
+    fn resizes_student(&self) -> bool {
+        true
+    }
+
+    fn init(&self, _wiring: &Wiring, _device: &Device) -> NoModules {
+        NoModules::new()
+    }
+
+    fn terms(&self, _modules: &NoModules, inputs: &KdInputs) -> Vec<KdTerm> {
+        KdTerm::single(pkd_loss(
+            self,
+            &inputs.student_features,
+            &inputs.teacher_features,
+        ))
+    }
 }
 
 #[cfg(test)]

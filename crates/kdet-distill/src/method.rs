@@ -1,0 +1,368 @@
+//! The KD-method contract: what one distillation method is, in code.
+//!
+//! A method is its config type (the `loss = { type = "...", ... }` table of a recipe entry,
+//! with the paper's defaults) implementing [`KdMethod`]:
+//! - its name ([`KdMethod::NAME`]) and defaults ([`KdMethod::defaults`]);
+//! - the taps it reads ([`KdMethod::tap_use`]) and whether it compares class scores
+//!   ([`KdMethod::compares_classes`]);
+//! - its own wiring check ([`KdMethod::check`]), run by the planner after the generic
+//!   checks, before the first step; errors are prefixed with the recipe entry;
+//! - its own trainable modules ([`KdMethod::Modules`], built by [`KdMethod::init`]): they
+//!   train with the student and are dropped on export;
+//! - its terms ([`KdMethod::terms`]) from the student's and teacher's outputs and the
+//!   step's context ([`KdInputs`]).
+//!
+//! The method list (`crate::methods`) names every method once; the recipe's loss enum
+//! ([`crate::KdLossConfig`]), its parser, the enum of trainable modules
+//! ([`crate::KdModules`]), `KdLossConfig::METHODS` and the dispatch are generated from it by
+//! [`kd_methods!`](crate::kd_methods). Adding a method = one file implementing this trait +
+//! one line in that list; neither the planner nor the distiller names any method.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use kdet_models::{Assignment, Detector, DetectorOutput};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::losses::KdTargets;
+use crate::recipe::RecipeEntry;
+use crate::taps::{LevelShape, Tap, TapShapes};
+
+/// How a method uses taps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TapUse {
+    /// One feature tap on each side, chosen by the entry (default given); a connector may
+    /// map the student's channels; map sizes must match unless the method resizes
+    /// ([`KdMethod::resizes_student`]).
+    Feature { default: Tap },
+    /// Fixed head outputs, compared prior by prior; `student`/`teacher`/`connector` must
+    /// not be set.
+    Fixed(&'static [Tap]),
+}
+
+/// One named KD term before the recipe weight (`name` is `""` for a single-term method;
+/// logged as `kd.<entry>` or `kd.<entry>.<name>`).
+#[derive(Debug, Clone)]
+pub struct KdTerm {
+    pub name: &'static str,
+    pub value: Tensor<1>,
+}
+
+impl KdTerm {
+    pub fn new(name: &'static str, value: Tensor<1>) -> Self {
+        Self { name, value }
+    }
+
+    /// The term of a single-term method.
+    pub fn single(value: Tensor<1>) -> Vec<Self> {
+        vec![Self::new("", value)]
+    }
+}
+
+/// A recipe entry's wiring, after the generic planning: what [`KdMethod::check`] and
+/// [`KdMethod::init`] see.
+#[derive(Debug, Clone, Copy)]
+pub struct Wiring<'a> {
+    /// The entry as written (`levels`, `connector`, ...).
+    pub entry: &'a RecipeEntry,
+    pub student: &'a Detector,
+    pub teacher: &'a Detector,
+    pub student_shapes: &'a TapShapes,
+    pub teacher_shapes: &'a TapShapes,
+    /// `(student tap, teacher tap)` of a feature method; `None` for fixed taps.
+    pub taps: Option<(Tap, Tap)>,
+    /// The selected levels (into the feature taps, or into the head levels).
+    pub levels: &'a [usize],
+}
+
+impl Wiring<'_> {
+    /// The shapes of the selected student levels of the feature tap (empty for fixed
+    /// taps).
+    pub fn student_levels(&self) -> Vec<LevelShape> {
+        self.selected(|(s, _)| self.student_shapes.tap(s))
+    }
+
+    /// The shapes of the selected teacher levels of the feature tap (empty for fixed
+    /// taps).
+    pub fn teacher_levels(&self) -> Vec<LevelShape> {
+        self.selected(|(_, t)| self.teacher_shapes.tap(t))
+    }
+
+    fn selected<'s>(&'s self, tap: impl Fn((Tap, Tap)) -> &'s [LevelShape]) -> Vec<LevelShape> {
+        match self.taps {
+            Some(taps) => {
+                let shapes = tap(taps);
+                self.levels.iter().map(|&l| shapes[l]).collect()
+            }
+            None => Vec::new(),
+        }
+    }
+}
+
+/// What [`KdMethod::terms`] computes from, for one step.
+pub struct KdInputs<'a> {
+    /// The student's output (autodiff device).
+    pub student: &'a DetectorOutput,
+    /// The teacher's output (plain device: constants in the student's graph).
+    pub teacher: &'a DetectorOutput,
+    /// Feature methods: the selected student levels after the entry's connectors (teacher
+    /// channels). Empty for fixed-tap methods.
+    pub student_features: Vec<Tensor<4>>,
+    /// Feature methods: the teacher's selected levels. Empty for fixed-tap methods.
+    pub teacher_features: Vec<Tensor<4>>,
+    /// The selected levels (into the feature taps, or into the head levels).
+    pub levels: &'a [usize],
+    /// The student's assignment of this step (computed once, without gradients).
+    pub assignment: &'a Assignment,
+    /// Ground truth and batch geometry.
+    pub targets: &'a KdTargets<'a>,
+    /// Optimizer step (0-based).
+    pub step: u64,
+    /// The run's seed (for methods that draw random numbers, e.g. MGD's masks: a value
+    /// drawn from `(seed, step, ...)` makes a resumed run bit-exact).
+    pub seed: u64,
+    /// The student model (its head's class count, `reg_max`, ...).
+    pub student_model: &'a Detector,
+    /// The frozen teacher model (PGD decodes its boxes).
+    pub teacher_model: &'a Detector,
+}
+
+impl KdInputs<'_> {
+    /// The selected levels of a fixed tap, student side.
+    pub fn student_tap(&self, tap: Tap) -> Vec<Tensor<4>> {
+        crate::taps::select(self.levels, crate::taps::tap_tensors(self.student, tap))
+    }
+
+    /// The selected levels of a fixed tap, teacher side.
+    pub fn teacher_tap(&self, tap: Tap) -> Vec<Tensor<4>> {
+        crate::taps::select(self.levels, crate::taps::tap_tensors(self.teacher, tap))
+    }
+}
+
+/// One KD method (see the module doc). Implemented by the method's config type.
+pub trait KdMethod:
+    Clone + std::fmt::Debug + PartialEq + Serialize + DeserializeOwned + Sized
+{
+    /// The `type` name in recipes, the default entry name and log prefix.
+    const NAME: &'static str;
+
+    /// The method's own trainable modules ([`NoModules`] when it has none). They train
+    /// with the student (teacher-side ones too: only the teacher's *features* are
+    /// constants) and are dropped on export.
+    type Modules: Module + std::fmt::Debug;
+
+    /// The paper / official defaults.
+    fn defaults() -> Self;
+
+    /// The taps the method reads.
+    fn tap_use(&self) -> TapUse;
+
+    /// Whether the method compares class scores (then both heads need the same classes).
+    fn compares_classes(&self) -> bool;
+
+    /// Whether a feature method resizes the student map to the teacher's (PKD), so equal
+    /// map sizes are not required.
+    fn resizes_student(&self) -> bool {
+        false
+    }
+
+    /// Method-specific wiring checks, after the generic ones (levels exist, map sizes,
+    /// channels vs connector, equal head layouts for fixed taps). The message need not
+    /// name the entry: the planner prefixes it.
+    fn check(&self, _wiring: &Wiring) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The method's trainable modules for this wiring, on the student's device.
+    fn init(&self, wiring: &Wiring, device: &Device) -> Self::Modules;
+
+    /// The method's terms before the recipe weight (its own coefficients applied).
+    fn terms(&self, modules: &Self::Modules, inputs: &KdInputs) -> Vec<KdTerm>;
+}
+
+/// The modules of a method that has none (no parameters, nothing in checkpoints).
+#[derive(Module, Debug)]
+pub struct NoModules {
+    /// burn's `Module` derive needs a field; a constant holds no parameter.
+    none: bool,
+}
+
+impl NoModules {
+    pub fn new() -> Self {
+        Self { none: false }
+    }
+}
+
+impl Default for NoModules {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Fills `user` keys over the serialised defaults of a method's config; an unknown key is
+/// an error listing the method's settings.
+pub(crate) fn with_defaults<T: KdMethod>(
+    user: serde_json::Map<String, serde_json::Value>,
+) -> Result<T, String> {
+    let method = T::NAME;
+    let mut base = serde_json::to_value(T::defaults()).map_err(|e| e.to_string())?;
+    let fields = base
+        .as_object_mut()
+        .expect("loss configs serialise to tables");
+    for (k, v) in user {
+        if !fields.contains_key(&k) {
+            let known: Vec<&str> = fields.keys().map(String::as_str).collect();
+            return Err(format!(
+                "`{k}` is not a setting of the {method} loss (its settings: {})",
+                known.join(", ")
+            ));
+        }
+        fields.insert(k, v);
+    }
+    serde_json::from_value(base).map_err(|e| format!("{method} loss: {e}"))
+}
+
+/// A config with its `type` name in front (the serialised form of a recipe loss).
+#[derive(Serialize)]
+#[doc(hidden)]
+pub struct Tagged<'a, C: Serialize> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(flatten)]
+    pub config: &'a C,
+}
+
+/// Generates, from the method list, the recipe's loss enum `KdLossConfig` (serde-tagged by
+/// `type`, unknown fields rejected, defaults filled), `KdLossConfig::METHODS`, the modules
+/// enum `KdModules`, and the dispatch over both. Each line is
+/// `Variant(ConfigType)`; the `type` name is `ConfigType::NAME`.
+#[macro_export]
+macro_rules! kd_methods {
+    ($($(#[$doc:meta])* $variant:ident($config:ty),)+) => {
+        /// The KD methods of the zoo, each with its paper-default config.
+        ///
+        /// In TOML a loss is a table with `type` and any of its config's fields; fields
+        /// left out keep the config's defaults (the paper's), unknown fields are errors
+        /// naming the field.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum KdLossConfig {
+            $($(#[$doc])* $variant($config),)+
+        }
+
+        /// The trainable modules of one recipe entry's method (generated with
+        /// [`KdLossConfig`]; one variant per method).
+        #[derive(burn::module::Module, Debug)]
+        pub enum KdModules {
+            $($variant(<$config as $crate::method::KdMethod>::Modules),)+
+        }
+
+        impl KdLossConfig {
+            /// Every method's `type` name, in the method list's order.
+            pub const METHODS: &'static [&'static str] =
+                &[$(<$config as $crate::method::KdMethod>::NAME,)+];
+
+            /// The method's name (`type`), also the default entry name and log prefix.
+            pub fn method(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => <$config as $crate::method::KdMethod>::NAME,)+
+                }
+            }
+
+            /// The config of method `name` with `settings` over its defaults.
+            pub fn parse(
+                name: &str,
+                settings: serde_json::Map<String, serde_json::Value>,
+            ) -> Result<Self, String> {
+                $(if name == <$config as $crate::method::KdMethod>::NAME {
+                    return $crate::method::with_defaults::<$config>(settings).map(Self::$variant);
+                })+
+                Err(format!(
+                    "unknown loss type `{name}` (known: {})",
+                    Self::METHODS.join(", ")
+                ))
+            }
+
+            pub fn tap_use(&self) -> $crate::method::TapUse {
+                match self {
+                    $(Self::$variant(c) => $crate::method::KdMethod::tap_use(c),)+
+                }
+            }
+
+            pub fn compares_classes(&self) -> bool {
+                match self {
+                    $(Self::$variant(c) => $crate::method::KdMethod::compares_classes(c),)+
+                }
+            }
+
+            pub fn resizes_student(&self) -> bool {
+                match self {
+                    $(Self::$variant(c) => $crate::method::KdMethod::resizes_student(c),)+
+                }
+            }
+
+            pub fn check(&self, wiring: &$crate::method::Wiring) -> Result<(), String> {
+                match self {
+                    $(Self::$variant(c) => $crate::method::KdMethod::check(c, wiring),)+
+                }
+            }
+
+            pub fn init(
+                &self,
+                wiring: &$crate::method::Wiring,
+                device: &burn::tensor::Device,
+            ) -> KdModules {
+                match self {
+                    $(Self::$variant(c) => {
+                        KdModules::$variant($crate::method::KdMethod::init(c, wiring, device))
+                    })+
+                }
+            }
+
+            /// # Panics
+            /// If `modules` were not built from a config of the same method.
+            pub fn terms(
+                &self,
+                modules: &KdModules,
+                inputs: &$crate::method::KdInputs,
+            ) -> Vec<$crate::method::KdTerm> {
+                match (self, modules) {
+                    $((Self::$variant(c), KdModules::$variant(m)) => {
+                        $crate::method::KdMethod::terms(c, m, inputs)
+                    })+
+                    #[allow(unreachable_patterns)]
+                    _ => unreachable!("an entry's modules are built from its own config"),
+                }
+            }
+        }
+
+        impl serde::Serialize for KdLossConfig {
+            /// `type` first, then the config's fields in their order (as serde's
+            /// internally tagged enums write it).
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                match self {
+                    $(Self::$variant(c) => serde::Serialize::serialize(
+                        &$crate::method::Tagged { kind: self.method(), config: c },
+                        serializer,
+                    ),)+
+                }
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for KdLossConfig {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                use serde::de::Error as _;
+                let value = serde_json::Value::deserialize(deserializer)?;
+                let serde_json::Value::Object(mut table) = value else {
+                    return Err(D::Error::custom(
+                        "a loss is a table such as { type = \"pkd\" } with the method's settings",
+                    ));
+                };
+                let method = match table.remove("type") {
+                    Some(serde_json::Value::String(s)) => s,
+                    _ => return Err(D::Error::custom("a loss needs `type = \"<method>\"`")),
+                };
+                Self::parse(&method, table).map_err(D::Error::custom)
+            }
+        }
+    };
+}
