@@ -34,7 +34,11 @@ mod tests {
     fn method_names_are_unique_and_listed_in_order() {
         let names = KdLossConfig::METHODS;
         let unique: std::collections::BTreeSet<_> = names.iter().collect();
-        assert_eq!(unique.len(), names.len(), "duplicate method names: {names:?}");
+        assert_eq!(
+            unique.len(),
+            names.len(),
+            "duplicate method names: {names:?}"
+        );
         assert_eq!(names[0], kd::LogitKdConfig::NAME);
         assert_eq!(names[names.len() - 1], pgd::PgdConfig::NAME);
     }
@@ -61,12 +65,16 @@ mod tests {
     fn unknown_method_and_unknown_setting_are_errors_naming_them() {
         let err = serde_json::from_str::<KdLossConfig>(r#"{"type": "nope"}"#)
             .expect_err("unknown method");
-        assert!(err.to_string().contains("unknown loss type `nope`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown loss type `nope`"),
+            "{err}"
+        );
         assert!(err.to_string().contains("logit_kd, fitnet"), "{err}");
         let err = serde_json::from_str::<KdLossConfig>(r#"{"type": "pkd", "tau": 2.0}"#)
             .expect_err("unknown setting");
         assert!(
-            err.to_string().contains("`tau` is not a setting of the pkd loss"),
+            err.to_string()
+                .contains("`tau` is not a setting of the pkd loss"),
             "{err}"
         );
         let err = serde_json::from_str::<KdLossConfig>(r#"{"weight": 2.0}"#).expect_err("no type");

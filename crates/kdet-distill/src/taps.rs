@@ -144,4 +144,3 @@ pub fn tap_tensors(out: &DetectorOutput, tap: Tap) -> Vec<Tensor<4>> {
 pub fn select(levels: &[usize], tensors: Vec<Tensor<4>>) -> Vec<Tensor<4>> {
     levels.iter().map(|&l| tensors[l].clone()).collect()
 }
-

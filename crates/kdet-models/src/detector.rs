@@ -1,8 +1,8 @@
 //! The detector: backbone → FPN → dense head, with the typed taps KD needs.
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
-use kdet_structures::{ImageBatch, ImageSize, Instances};
+use burn::tensor::Device;
+use kdet_structures::{ImageBatch, Instances};
 use serde::{Deserialize, Serialize};
 
 use crate::assignment::{Assignment, Priors};
@@ -13,135 +13,17 @@ use crate::heads::gfl::{GflHead, GflHeadConfig};
 use crate::heads::inference::TestConfig;
 use crate::heads::retina::{RetinaHead, RetinaHeadConfig};
 use crate::neck::{Fpn, FpnConfig};
-use crate::output::{DetectorOutput, FeatureMap, HeadLevel, LossDict};
+use crate::output::{DetectorOutput, LossDict};
 
-/// Which dense head (one `match` in [`HeadConfig::init`]).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum HeadConfig {
-    Gfl(GflHeadConfig),
-    Atss(AtssHeadConfig),
-    Fcos(FcosHeadConfig),
-    Retina(RetinaHeadConfig),
-}
-
-/// A dense head of any family.
-#[derive(Module, Debug)]
-pub enum DenseHead {
-    Gfl(GflHead),
-    Atss(AtssHead),
-    Fcos(FcosHead),
-    Retina(RetinaHead),
-}
-
-macro_rules! dispatch {
-    ($self:expr, $h:ident => $e:expr) => {
-        match $self {
-            DenseHead::Gfl($h) => $e,
-            DenseHead::Atss($h) => $e,
-            DenseHead::Fcos($h) => $e,
-            DenseHead::Retina($h) => $e,
-        }
-    };
-}
-
-impl HeadConfig {
-    pub fn init(&self, device: &Device) -> DenseHead {
-        match self {
-            HeadConfig::Gfl(c) => DenseHead::Gfl(c.init(device)),
-            HeadConfig::Atss(c) => DenseHead::Atss(c.init(device)),
-            HeadConfig::Fcos(c) => DenseHead::Fcos(c.init(device)),
-            HeadConfig::Retina(c) => DenseHead::Retina(c.init(device)),
-        }
-    }
-}
-
-impl DenseHead {
-    pub fn forward(&self, neck: &[FeatureMap]) -> Vec<HeadLevel> {
-        dispatch!(self, h => h.forward(neck))
-    }
-    pub fn priors(&self, levels: &[HeadLevel]) -> Priors {
-        dispatch!(self, h => h.priors(levels))
-    }
-    pub fn assign(&self, priors: &Priors, targets: &[Instances]) -> Assignment {
-        dispatch!(self, h => h.assign(priors, targets))
-    }
-    pub fn loss(
-        &self,
-        levels: &[HeadLevel],
-        targets: &[Instances],
-        assignment: &Assignment,
-    ) -> LossDict {
-        dispatch!(self, h => h.loss(levels, targets, assignment))
-    }
-    pub fn predict(
-        &self,
-        levels: &[HeadLevel],
-        priors: &Priors,
-        sizes: &[ImageSize],
-        test: &TestConfig,
-    ) -> Vec<Instances> {
-        dispatch!(self, h => h.predict(levels, priors, sizes, test))
-    }
-
-    /// Decoded boxes of every prior (input pixels, not clipped, detached), in prior order;
-    /// what post-processing decodes before thresholds and NMS (PGD's teacher boxes).
-    ///
-    /// # Shapes
-    /// - returns `[B, N, 4]` for `N = priors.len()`
-    pub fn decode_boxes(&self, levels: &[HeadLevel], priors: &Priors) -> Tensor<3> {
-        let levels: Vec<HeadLevel> = levels
-            .iter()
-            .map(|l| HeadLevel {
-                box_regression: l.box_regression.clone().detach(),
-                ..l.clone()
-            })
-            .collect();
-        match self {
-            DenseHead::Gfl(h) => {
-                crate::heads::gfl::inference::decode_boxes(&levels, priors, h.reg_max())
-            }
-            DenseHead::Atss(h) => crate::heads::atss::inference::decode_boxes(h, &levels, priors),
-            DenseHead::Fcos(_) => crate::heads::inference::decode_from_points(
-                crate::heads::inference::flat_box_regression(&levels, 4, priors),
-                priors,
-            ),
-            DenseHead::Retina(h) => crate::heads::inference::decode_on_anchors(
-                &h.config.coder,
-                crate::heads::inference::flat_box_regression(&levels, 4, priors),
-                priors,
-            ),
-        }
-    }
-
-    /// Number of object classes (`K`).
-    pub fn num_classes(&self) -> usize {
-        match self {
-            DenseHead::Gfl(h) => h.num_classes(),
-            DenseHead::Atss(h) => h.config.num_classes,
-            DenseHead::Fcos(h) => h.config.num_classes,
-            DenseHead::Retina(h) => h.config.num_classes,
-        }
-    }
-
-    /// GFL's `reg_max` (bins − 1 of the box-edge distributions); `None` for the families
-    /// that regress 4 numbers.
-    pub fn reg_max(&self) -> Option<usize> {
-        match self {
-            DenseHead::Gfl(h) => Some(h.reg_max()),
-            _ => None,
-        }
-    }
-
-    /// The family's name as in configs (`gfl`, `atss`, `fcos`, `retina`).
-    pub fn family(&self) -> &'static str {
-        match self {
-            DenseHead::Gfl(_) => "gfl",
-            DenseHead::Atss(_) => "atss",
-            DenseHead::Fcos(_) => "fcos",
-            DenseHead::Retina(_) => "retina",
-        }
-    }
+crate::family::dense_heads! {
+    /// GFL (Li et al., NeurIPS 2020), mmdetection `GFLHead`.
+    Gfl(GflHeadConfig => GflHead),
+    /// ATSS (Zhang et al., CVPR 2020), mmdetection `ATSSHead`.
+    Atss(AtssHeadConfig => AtssHead),
+    /// FCOS (Tian et al., ICCV 2019), mmdetection `FCOSHead`.
+    Fcos(FcosHeadConfig => FcosHead),
+    /// RetinaNet (Lin et al., ICCV 2017), mmdetection `RetinaHead`.
+    Retina(RetinaHeadConfig => RetinaHead),
 }
 
 /// A whole detector: backbone → FPN → dense head, plus its test-time settings.
@@ -198,37 +80,6 @@ impl DetectorConfig {
     }
 }
 
-impl HeadConfig {
-    /// Input channels of the head (must equal the neck's output channels).
-    pub fn in_channels(&self) -> usize {
-        match self {
-            HeadConfig::Gfl(c) => c.in_channels,
-            HeadConfig::Atss(c) => c.in_channels,
-            HeadConfig::Fcos(c) => c.in_channels,
-            HeadConfig::Retina(c) => c.in_channels,
-        }
-    }
-
-    pub fn num_classes(&self) -> usize {
-        match self {
-            HeadConfig::Gfl(c) => c.num_classes,
-            HeadConfig::Atss(c) => c.num_classes,
-            HeadConfig::Fcos(c) => c.num_classes,
-            HeadConfig::Retina(c) => c.num_classes,
-        }
-    }
-
-    /// Strides of the levels the head expects, fine to coarse.
-    pub fn strides(&self) -> Vec<usize> {
-        match self {
-            HeadConfig::Gfl(c) => c.anchor.strides.clone(),
-            HeadConfig::Atss(c) => c.anchor.strides.clone(),
-            HeadConfig::Fcos(c) => c.strides.clone(),
-            HeadConfig::Retina(c) => c.anchor.strides.clone(),
-        }
-    }
-}
-
 /// Backbone, neck and head of a dense detector.
 #[derive(Module, Debug)]
 pub struct Detector {
@@ -246,13 +97,13 @@ impl Detector {
         let backbone = self.backbone.forward(batch.images().clone());
         let neck = self.neck.forward(backbone.clone());
         let head = self.head.forward(&neck);
-        DetectorOutput {
+        DetectorOutput::dense(
             backbone,
             neck,
             head,
-            image_sizes: batch.resized_sizes().to_vec(),
-            padded_size: batch.padded_size(),
-        }
+            batch.resized_sizes().to_vec(),
+            batch.padded_size(),
+        )
     }
 
     /// The priors of an output (a pure function of its map sizes and strides).
@@ -307,5 +158,36 @@ impl Detector {
     pub fn predict(&self, batch: &ImageBatch) -> Vec<Instances> {
         let out = self.forward(batch);
         self.postprocess(&out, batch)
+    }
+}
+
+impl crate::family::ModelFamily for Detector {
+    fn forward(&self, batch: &ImageBatch) -> DetectorOutput {
+        Detector::forward(self, batch)
+    }
+
+    fn assign(&self, out: &DetectorOutput, targets: &[Instances]) -> Assignment {
+        Detector::assign(self, out, targets)
+    }
+
+    fn loss(
+        &self,
+        out: &DetectorOutput,
+        targets: &[Instances],
+        assignment: &Assignment,
+    ) -> LossDict {
+        Detector::loss(self, out, targets, assignment)
+    }
+
+    fn postprocess(&self, out: &DetectorOutput, batch: &ImageBatch) -> Vec<Instances> {
+        Detector::postprocess(self, out, batch)
+    }
+
+    fn num_classes(&self) -> usize {
+        self.head.num_classes()
+    }
+
+    fn family(&self) -> &'static str {
+        self.head.family()
     }
 }

@@ -19,6 +19,7 @@ pub mod assignment;
 pub mod backbone;
 pub mod coders;
 pub mod detector;
+pub mod family;
 pub mod heads;
 pub mod layers;
 pub mod losses;
@@ -29,4 +30,8 @@ pub mod weights;
 
 pub use assignment::{Assignment, ImageAssignment, Priors};
 pub use detector::{DenseHead, Detector, DetectorConfig, HeadConfig};
-pub use output::{DetectorOutput, FeatureMap, FeatureSpec, HeadLevel, LossDict, LossTerm};
+pub use family::{DenseHeadFamily, DenseHeadFamilyConfig, ModelFamily, ModelOutput};
+pub use output::{
+    DetectorOutput, FeatureMap, FeatureSpec, HeadLevel, LossDict, LossTerm, QueryLayer, RoiOutput,
+    SlotOutput,
+};

@@ -50,19 +50,90 @@ pub struct HeadLevel {
     pub reg_tower: Tensor<4>,
 }
 
-/// Everything a forward pass produces.
+/// One decoder layer of a query-based model (DETR, Mask2Former): what its queries predict
+/// after that layer (deep supervision and matched-query KD read every layer).
+#[derive(Debug, Clone)]
+pub struct QueryLayer {
+    /// `[B, Q, D]` query embeddings after the layer.
+    pub embeddings: Tensor<3>,
+    /// `[B, Q, K + 1]` class logits, the last class being "no object".
+    pub class_logits: Tensor<3>,
+    /// `[B, Q, H, W]` mask logits on the grid of [`DetectorOutput::pixel_embeddings`],
+    /// where the model predicts masks.
+    pub mask_logits: Option<Tensor<4>>,
+    /// `[B, Q, 4]` boxes as normalised `(cx, cy, w, h)` in `[0, 1]` of the padded batch,
+    /// where the model predicts boxes.
+    pub boxes: Option<Tensor<3>>,
+}
+
+/// Region-of-interest features of a two-stage model.
+#[derive(Debug, Clone)]
+pub struct RoiOutput {
+    /// `[R, C, S, S]` pooled features (RoIAlign), RoIs of every image concatenated.
+    pub features: Tensor<4>,
+    /// `[R, 5]`: image index in the batch, then `x1, y1, x2, y2` in input pixels.
+    pub rois: Tensor<2>,
+}
+
+/// What a slot-attention model produces for a batch of frames.
+#[derive(Debug, Clone)]
+pub struct SlotOutput {
+    /// `[B, S, D]` slots.
+    pub slots: Tensor<3>,
+    /// `[B, S, H, W]` the decoder's alpha masks (a softmax over the `S` slots).
+    pub masks: Tensor<4>,
+    /// `[B, S, N]` slot attention over the `N` encoder tokens (last iteration), where kept.
+    pub attention: Option<Tensor<3>>,
+}
+
+/// Everything a forward pass produces: every tap a KD method may read. A family fills
+/// what it has and leaves the rest empty (`Vec::new()` / `None`): a dense detector has
+/// `backbone`, `neck` and `head`; a query model `queries` (and `pixel_embeddings` for
+/// masks); a two-stage model `rois`; a slot model `slots`.
 #[derive(Debug, Clone)]
 pub struct DetectorOutput {
     /// Backbone stages used by the neck (e.g. C3, C4, C5), shallow to deep.
     pub backbone: Vec<FeatureMap>,
     /// Neck levels (e.g. P3..P7), fine to coarse.
     pub neck: Vec<FeatureMap>,
-    /// Head outputs, one per neck level.
+    /// Dense head outputs, one per neck level (dense families only).
     pub head: Vec<HeadLevel>,
+    /// Query families: one entry per decoder layer, the last one the final prediction.
+    pub queries: Vec<QueryLayer>,
+    /// Query mask families: the per-pixel embeddings the masks are read from
+    /// (Mask2Former's pixel decoder output, `[B, D, H, W]`).
+    pub pixel_embeddings: Option<FeatureMap>,
+    /// Two-stage families: the RoI features.
+    pub rois: Option<RoiOutput>,
+    /// Slot families: slots and their masks.
+    pub slots: Option<SlotOutput>,
     /// Each image's size inside the padded batch (boxes of the targets live here).
     pub image_sizes: Vec<ImageSize>,
     /// The padded batch size.
     pub padded_size: ImageSize,
+}
+
+impl DetectorOutput {
+    /// The output of a dense detector: backbone, neck and head taps, the others empty.
+    pub fn dense(
+        backbone: Vec<FeatureMap>,
+        neck: Vec<FeatureMap>,
+        head: Vec<HeadLevel>,
+        image_sizes: Vec<ImageSize>,
+        padded_size: ImageSize,
+    ) -> Self {
+        Self {
+            backbone,
+            neck,
+            head,
+            queries: Vec::new(),
+            pixel_embeddings: None,
+            rois: None,
+            slots: None,
+            image_sizes,
+            padded_size,
+        }
+    }
 }
 
 /// One named loss term.

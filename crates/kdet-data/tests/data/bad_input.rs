@@ -24,16 +24,16 @@ fn write(dir: &Path, doc: &Value) -> PathBuf {
     for name in ["a.png", "b.png"] {
         let p = dir.join(name);
         if !p.exists() {
-            image::RgbImage::new(8, 6).save(&p).unwrap();
+            image::RgbImage::new(8, 6).save(&p).expect("the image is written");
         }
     }
     let json = dir.join("ann.json");
-    std::fs::write(&json, serde_json::to_vec(doc).unwrap()).unwrap();
+    std::fs::write(&json, serde_json::to_vec(doc).expect("JSON")).expect("the JSON file is written");
     json
 }
 
 fn load(doc: &Value) -> (tempfile::TempDir, Result<CocoDataset, DataError>) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
     let json = write(dir.path(), doc);
     let r = CocoDataset::load(&json, dir.path(), &CocoOptions::default());
     (dir, r)

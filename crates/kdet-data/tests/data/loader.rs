@@ -17,7 +17,7 @@ fn dataset(dir: &std::path::Path) -> Arc<CocoDataset> {
         val_images: 1,
         ..SynthConfig::default()
     };
-    write_dataset(dir, &cfg).unwrap();
+    write_dataset(dir, &cfg).expect("the synthetic dataset is written");
     let root = dir.join("train");
     Arc::new(
         CocoDataset::load(
@@ -25,7 +25,7 @@ fn dataset(dir: &std::path::Path) -> Arc<CocoDataset> {
             &root.join("images"),
             &CocoOptions::default(),
         )
-        .unwrap(),
+        .expect("the synthetic dataset loads"),
     )
 }
 
@@ -50,17 +50,17 @@ fn loader(ds: Arc<CocoDataset>, drop_last: bool) -> Loader<CocoDataset> {
         drop_last,
         prefetch: 2,
     };
-    Loader::new(ds, pipeline, batcher, config).unwrap()
+    Loader::new(ds, pipeline, batcher, config).expect("a valid loader")
 }
 
 fn epoch(l: &Loader<CocoDataset>, e: u64, start: usize) -> Vec<(Vec<u64>, Vec<f32>)> {
     let device = Device::flex();
     l.iter(e, start, &device)
         .map(|b| {
-            let b = b.unwrap();
+            let b = b.expect("a batch");
             (
                 b.image_ids,
-                b.images.images().to_data().try_to_vec().unwrap(),
+                b.images.images().to_data().try_to_vec().expect("f32 pixels"),
             )
         })
         .collect()

@@ -38,8 +38,8 @@
 //!   mask sum is otherwise always positive).
 
 use burn::config::Config;
-use burn::tensor::{Device, Tensor};
 use burn::tensor::activation::sigmoid;
+use burn::tensor::{Device, Tensor};
 use kdet_models::losses::binary_cross_entropy_with_logits;
 
 use crate::method::{KdInputs, KdMethod, KdTerm, NoModules, TapUse, Wiring};

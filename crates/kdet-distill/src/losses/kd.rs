@@ -30,8 +30,8 @@
 //! ATSS, FCOS) and the meaningful distribution otherwise (RetinaNet's `A = 9`).
 
 use burn::config::Config;
-use burn::tensor::{Device, Tensor};
 use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Tensor};
 use kdet_models::heads::flatten_level;
 use serde::{Deserialize, Serialize};
 

@@ -229,7 +229,7 @@ pub fn ld_loss(
     num_classes: usize,
     reg_max: usize,
 ) -> LdTerms {
-    let priors = &assignment.priors;
+    let priors = assignment.priors();
     let bins = reg_max + 1;
     assert!(!student.is_empty(), "ld_loss: no level");
     assert_eq!(
@@ -397,7 +397,7 @@ impl KdMethod for LdConfig {
     }
 
     fn terms(&self, _modules: &NoModules, inputs: &KdInputs) -> Vec<KdTerm> {
-        let vlr = vlr_weights(self, &inputs.assignment.priors, inputs.targets);
+        let vlr = vlr_weights(self, inputs.assignment.priors(), inputs.targets);
         let head = &inputs.student_model.head;
         let reg_max = head.reg_max().expect("LD is planned for GFL heads");
         let terms = ld_loss(

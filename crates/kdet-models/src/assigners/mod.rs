@@ -18,10 +18,10 @@ pub fn assign_batch(
     targets: &[Instances],
     assign_image: impl Fn(&Priors, &Instances) -> ImageAssignment,
 ) -> Assignment {
-    Assignment {
-        priors: priors.clone(),
-        images: targets.iter().map(|t| assign_image(priors, t)).collect(),
-    }
+    Assignment::dense(
+        priors.clone(),
+        targets.iter().map(|t| assign_image(priors, t)).collect(),
+    )
 }
 
 /// Which priors may take part in an image's assignment: those on the image (`valid`,

@@ -318,7 +318,7 @@ impl DenseTargets {
             targets.len(),
             "one assignment per image"
         );
-        let n = assignment.priors.len();
+        let n = assignment.priors().len();
         let mut out = DenseTargets {
             num_priors: n,
             positive_indices: Vec::new(),
@@ -536,9 +536,9 @@ pub(crate) mod tests {
             Instances::new(ImageSize::new(8, 24), Boxes::new(b), c).expect("valid")
         };
         let targets = vec![gt(vec![[1.0, 1.0, 5.0, 5.0]], vec![2]), gt(vec![], vec![])];
-        let a = Assignment {
+        let a = Assignment::dense(
             priors,
-            images: vec![
+            vec![
                 ImageAssignment {
                     matched_gt: vec![None, Some(0), None],
                     ignore: vec![false, false, true],
@@ -550,7 +550,7 @@ pub(crate) mod tests {
                     max_iou: vec![0.0; 3],
                 },
             ],
-        };
+        );
         let t = DenseTargets::new(&a, &targets, 3);
         assert_eq!(t.positive_indices, vec![1]);
         assert_eq!(t.positive_classes, vec![2]);

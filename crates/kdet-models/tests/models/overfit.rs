@@ -35,20 +35,20 @@ fn two_images(dir: &std::path::Path, device: &Device) -> (DetectionBatch, Arc<ho
         max_objects: 3,
         ..SynthConfig::default()
     };
-    write_dataset(dir, &cfg).unwrap();
+    write_dataset(dir, &cfg).expect("the synthetic dataset is written");
     let root = dir.join("train");
     let ds = CocoDataset::load(
         &root.join("annotations.json"),
         &root.join("images"),
         &CocoOptions::default(),
     )
-    .unwrap();
-    let samples = (0..2).map(|i| ds.get(i).unwrap()).collect();
+    .expect("the synthetic dataset loads");
+    let samples = (0..2).map(|i| ds.get(i).expect("sample i exists")).collect();
     let batcher = DetectionBatcher {
         normalize: Normalize::default(),
         size_divisor: 32,
     };
-    let batch = batcher.batch(samples, device).unwrap();
+    let batch = batcher.batch(samples, device).expect("the samples batch");
     (batch, Arc::new(ds.coco().clone()))
 }
 
@@ -67,13 +67,13 @@ fn detector_config(head: HeadConfig, test: TestConfig) -> DetectorConfig {
 
 /// Trains `steps` Adam steps on the two images and returns bbox AP50 on them.
 fn overfit_ap50(head: HeadConfig, test: TestConfig, steps: usize) -> f64 {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
     let device = Device::flex().autodiff();
     device.seed(0);
     let (batch, gt) = two_images(dir.path(), &device);
     let (eval_batch, _) = two_images(dir.path(), &Device::flex());
     let config = detector_config(head, test);
-    config.validate().unwrap();
+    config.validate().expect("the test config is valid");
     let mut model = config.init(&device);
     let mut optim = AdamConfig::new().init();
     let mut first = None;
@@ -91,7 +91,7 @@ fn overfit_ap50(head: HeadConfig, test: TestConfig, steps: usize) -> f64 {
         let grads = GradientsParams::from_grads(total.backward(), &model);
         model = optim.step(2e-3, model, grads);
     }
-    let first = first.unwrap();
+    let first = first.expect("at least one step ran");
     // GFL's QFL starts small (scores near the 0.01 prior), so only ask for a clear fall;
     // AP50 below is the real check.
     assert!(last < first * 0.8, "loss did not fall: {first} -> {last}");
@@ -99,7 +99,7 @@ fn overfit_ap50(head: HeadConfig, test: TestConfig, steps: usize) -> f64 {
     let dets = valid.predict(&eval_batch.images);
     let preds: Vec<(u64, _)> = eval_batch.image_ids.iter().copied().zip(dets).collect();
     let labels = LabelMap::contiguous(&gt);
-    let report = evaluate_predictions(&gt, &preds, &labels, CocoEvalConfig::bbox()).unwrap();
+    let report = evaluate_predictions(&gt, &preds, &labels, CocoEvalConfig::bbox()).expect("evaluation runs");
     report
         .stats
         .get("AP50")

@@ -53,7 +53,7 @@ fn assignment(priors: Priors, positives: &[&[usize]]) -> Assignment {
             }
         })
         .collect();
-    Assignment { priors, images }
+    Assignment::dense(priors, images)
 }
 
 fn vlr_map(n: usize, entries: &[(usize, usize, f32)]) -> Vec<Vec<f32>> {

@@ -36,7 +36,7 @@ pub fn atss_loss(
 ) -> LossDict {
     let k = head.num_classes();
     let device = levels[0].cls_logits.device();
-    let priors = &assignment.priors;
+    let priors = assignment.priors();
     let flat = FlatOutputs::new(levels, k, 4, priors);
     let reg = flat.box_regression; // [B*N, 4]
     let centerness = flat.centerness.expect("ATSS levels carry centerness"); // [B*N]

@@ -11,3 +11,43 @@ pub mod inference;
 pub mod loss;
 
 pub use head::{AtssHead, AtssHeadConfig};
+
+use burn::tensor::{Device, Tensor};
+
+use crate::assignment::Priors;
+use crate::family::{DenseHeadFamily, DenseHeadFamilyConfig, delegate_dense_head};
+use crate::output::HeadLevel;
+
+impl DenseHeadFamily for AtssHead {
+    const NAME: &'static str = "atss";
+
+    fn num_classes(&self) -> usize {
+        self.config.num_classes
+    }
+
+    fn decode_boxes(&self, levels: &[HeadLevel], priors: &Priors) -> Tensor<3> {
+        inference::decode_boxes(self, levels, priors)
+    }
+
+    delegate_dense_head!(AtssHead);
+}
+
+impl DenseHeadFamilyConfig for AtssHeadConfig {
+    type Head = AtssHead;
+
+    fn init(&self, device: &Device) -> AtssHead {
+        AtssHeadConfig::init(self, device)
+    }
+
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+
+    fn strides(&self) -> Vec<usize> {
+        self.anchor.strides.clone()
+    }
+}

@@ -56,7 +56,7 @@ impl FcosHead {
     ) -> LossDict {
         let k = self.config.num_classes;
         let device = levels[0].cls_logits.device();
-        let priors = &assignment.priors;
+        let priors = assignment.priors();
 
         let flat = FlatOutputs::new(levels, k, 4, priors);
         let distances = flat.box_regression; // [B*N, 4]
@@ -246,7 +246,7 @@ mod tests {
                 .collect(),
             1,
         ));
-        let n = assignment.priors.len();
+        let n = assignment.priors().len();
         let bce = |z: f32, t: f32| z.max(0.0) - z * t + (-z.abs()).exp().ln_1p();
         let (mut fl, mut box_sum, mut ctr_sum, mut bce_sum, mut pos) =
             (0.0f64, 0.0f64, 0.0f64, 0.0f64, 0usize);
@@ -265,7 +265,7 @@ mod tests {
                 if let Some(g) = m {
                     pos += 1;
                     let gt = targets[img].boxes().as_slice()[g];
-                    let p = assignment.priors.centers[i];
+                    let p = assignment.priors().centers[i];
                     let tgt = encode_distances(p, gt, None);
                     let w = centerness_target(tgt);
                     let d = &dist[(img * n + i) * 4..(img * n + i) * 4 + 4];

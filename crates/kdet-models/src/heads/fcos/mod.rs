@@ -14,3 +14,46 @@ pub mod loss;
 
 pub use head::{FcosBoxLossConfig, FcosHead, FcosHeadConfig};
 pub use loss::centerness_target;
+
+use burn::tensor::{Device, Tensor};
+
+use crate::assignment::Priors;
+use crate::family::{DenseHeadFamily, DenseHeadFamilyConfig, delegate_dense_head};
+use crate::output::HeadLevel;
+
+impl DenseHeadFamily for FcosHead {
+    const NAME: &'static str = "fcos";
+
+    fn num_classes(&self) -> usize {
+        self.config.num_classes
+    }
+
+    fn decode_boxes(&self, levels: &[HeadLevel], priors: &Priors) -> Tensor<3> {
+        crate::heads::inference::decode_from_points(
+            crate::heads::inference::flat_box_regression(levels, 4, priors),
+            priors,
+        )
+    }
+
+    delegate_dense_head!(FcosHead);
+}
+
+impl DenseHeadFamilyConfig for FcosHeadConfig {
+    type Head = FcosHead;
+
+    fn init(&self, device: &Device) -> FcosHead {
+        FcosHeadConfig::init(self, device)
+    }
+
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+
+    fn strides(&self) -> Vec<usize> {
+        self.strides.clone()
+    }
+}

@@ -82,7 +82,7 @@ pub fn gfl_loss(
     let k = head.num_classes();
     let bins = head.reg_max() + 1;
     let device = levels[0].cls_logits.device();
-    let flat = FlatOutputs::new(levels, k, 4 * bins, &assignment.priors);
+    let flat = FlatOutputs::new(levels, k, 4 * bins, assignment.priors());
     let (b, n) = (flat.batch_size, flat.num_priors);
     let cls = flat.cls_logits; // [B*N, K]
     let reg = flat.box_regression; // [B*N, 4(n+1)]
@@ -109,7 +109,7 @@ pub fn gfl_loss(
         return losses;
     }
 
-    let geo = GflPositives::new(&assignment.priors, &dt, cfg.reg_max);
+    let geo = GflPositives::new(assignment.priors(), &dt, cfg.reg_max);
     let pos_idx = dt.positive_index_tensor(&device);
     let pos_reg = reg.select(0, pos_idx.clone()); // [P, 4(n+1)]
     // w: max sigmoid class score, detached (mmdet `cls_score.detach().sigmoid().max(dim=1)`).

@@ -16,3 +16,47 @@ pub mod loss;
 pub use head::{GflHead, GflHeadConfig, integral};
 pub use inference::decode_boxes;
 pub use loss::GflPositives;
+
+use burn::tensor::{Device, Tensor};
+
+use crate::assignment::Priors;
+use crate::family::{DenseHeadFamily, DenseHeadFamilyConfig, delegate_dense_head};
+use crate::output::HeadLevel;
+
+impl DenseHeadFamily for GflHead {
+    const NAME: &'static str = "gfl";
+
+    fn num_classes(&self) -> usize {
+        GflHead::num_classes(self)
+    }
+
+    fn reg_max(&self) -> Option<usize> {
+        Some(GflHead::reg_max(self))
+    }
+
+    fn decode_boxes(&self, levels: &[HeadLevel], priors: &Priors) -> Tensor<3> {
+        inference::decode_boxes(levels, priors, GflHead::reg_max(self))
+    }
+
+    delegate_dense_head!(GflHead);
+}
+
+impl DenseHeadFamilyConfig for GflHeadConfig {
+    type Head = GflHead;
+
+    fn init(&self, device: &Device) -> GflHead {
+        GflHeadConfig::init(self, device)
+    }
+
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+
+    fn strides(&self) -> Vec<usize> {
+        self.anchor.strides.clone()
+    }
+}

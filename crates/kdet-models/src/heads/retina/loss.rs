@@ -30,7 +30,7 @@ impl RetinaHead {
     ) -> LossDict {
         let k = self.config.num_classes;
         let device = levels[0].cls_logits.device();
-        let priors = &assignment.priors;
+        let priors = assignment.priors();
 
         let flat = FlatOutputs::new(levels, k, 4, priors);
         let deltas = flat.box_regression; // [B*N, 4]
@@ -148,7 +148,7 @@ mod tests {
             levels.iter().map(|l| l.box_regression.clone()).collect(),
             4,
         ));
-        let n = assignment.priors.len();
+        let n = assignment.priors().len();
         let coder = head.config.coder;
         let (mut fl, mut l1, mut avg) = (0.0f64, 0.0f64, 0.0f64);
         for (img, a) in assignment.images.iter().enumerate() {
@@ -169,7 +169,7 @@ mod tests {
                 }
                 if let Some(g) = m {
                     let tgt = coder.encode(
-                        assignment.priors.boxes[i],
+                        assignment.priors().boxes[i],
                         targets[img].boxes().as_slice()[g],
                     );
                     for e in 0..4 {
@@ -207,7 +207,7 @@ mod tests {
         let both = head.loss(&levels, &targets, &assignment).scalars();
         // Only image 1: its positives alone in the average, and the same L1 sum.
         let single = Assignment {
-            priors: assignment.priors.clone(),
+            predictions: assignment.predictions.clone(),
             images: vec![assignment.images[1].clone()],
         };
         let lv1: Vec<HeadLevel> = levels

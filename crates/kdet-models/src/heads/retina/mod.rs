@@ -9,3 +9,47 @@ pub mod inference;
 pub mod loss;
 
 pub use head::{RetinaHead, RetinaHeadConfig};
+
+use burn::tensor::{Device, Tensor};
+
+use crate::assignment::Priors;
+use crate::family::{DenseHeadFamily, DenseHeadFamilyConfig, delegate_dense_head};
+use crate::output::HeadLevel;
+
+impl DenseHeadFamily for RetinaHead {
+    const NAME: &'static str = "retina";
+
+    fn num_classes(&self) -> usize {
+        self.config.num_classes
+    }
+
+    fn decode_boxes(&self, levels: &[HeadLevel], priors: &Priors) -> Tensor<3> {
+        crate::heads::inference::decode_on_anchors(
+            &self.config.coder,
+            crate::heads::inference::flat_box_regression(levels, 4, priors),
+            priors,
+        )
+    }
+
+    delegate_dense_head!(RetinaHead);
+}
+
+impl DenseHeadFamilyConfig for RetinaHeadConfig {
+    type Head = RetinaHead;
+
+    fn init(&self, device: &Device) -> RetinaHead {
+        RetinaHeadConfig::init(self, device)
+    }
+
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+
+    fn strides(&self) -> Vec<usize> {
+        self.anchor.strides.clone()
+    }
+}
