@@ -8,3 +8,4 @@ mod common;
 mod loader;
 mod real_coco;
 mod round_trip;
+mod synth_hash;
