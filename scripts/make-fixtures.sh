@@ -5,12 +5,25 @@
 # Needs python3 with venv/pip and access to PyPI.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-shared="${KDET_SHARED:-$root/../shared}"
+data="$root/tests/data"  # the vendored real samples (tests/data/README.md)
 venv="$root/.venv-fixtures"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install --quiet "pycocotools==2.0.11" "numpy<3"
 "$venv/bin/python" "$root/scripts/fixtures/coco_tiny_rles.py" \
-  "$shared/data/coco_tiny_val2017/annotations/instances_val2017.json" \
+  "$data/coco_tiny_val2017/annotations/instances_val2017.json" \
   "$root/tests/fixtures/coco_tiny_rles_pycocotools.json"
+
+# MGD / FBKD parity fixtures (tests/fixtures/distill/{mgd,fbkd}.json), computed by
+# MMRazor's own loss and connector files (scripts/fixtures/mgd_fbkd.py). PyPI's Linux torch
+# wheel is the CUDA build, so this pulls about 3.5 GB of NVIDIA libraries into the venv;
+# only the CPU is used. The OpenMMLab packages come without their dependencies (OpenCV &
+# co. are stood in for by scripts/weights/mmdet_stubs.py), plus the small pure-Python
+# packages mmengine imports.
+"$venv/bin/pip" install --quiet "torch==2.5.1" "numpy<3" "pillow<12"
+"$venv/bin/pip" install --quiet --no-deps "mmrazor==1.0.0" "mmengine==0.10.4" \
+  "mmcv-lite==2.1.0"
+"$venv/bin/pip" install --quiet addict yapf termcolor rich pyyaml packaging six \
+  terminaltables tqdm
+"$venv/bin/python" "$root/scripts/fixtures/mgd_fbkd.py" "$root/tests/fixtures/distill"

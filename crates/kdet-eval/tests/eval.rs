@@ -1,7 +1,7 @@
 //! Integration tests of kdet-eval (one test binary; the parts live in `tests/eval/`).
 //!
-//! Tests that read `../shared` (the repository's sibling data folder, or `$KDET_SHARED`) fail
-//! when it is missing rather than skip, so a green run always means they ran.
+//! Tests that read the real samples vendored in `tests/data/` at the repository root fail
+//! when they are missing rather than skip, so a green run always means they ran.
 
 #![allow(clippy::unwrap_used)]
 

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::{kdet, shared};
+use crate::{kdet, test_data};
 
 fn ok(args: &[&str]) -> String {
     let out = kdet(args);
@@ -88,8 +88,8 @@ fn synth_is_byte_identical_for_a_seed_and_stats_reads_it() {
 
 #[test]
 fn stats_reads_real_coco_json_and_video_splits() {
-    let shared = shared().join("data/coco_tiny_val2017/annotations/instances_val2017.json");
-    let out = ok(&["data", "stats", shared.to_str().unwrap()]);
+    let json = test_data().join("coco_tiny_val2017/annotations/instances_val2017.json");
+    let out = ok(&["data", "stats", json.to_str().unwrap()]);
     assert!(out.contains("images       80"), "{out}");
     assert!(out.contains("crowd 11"), "{out}");
 

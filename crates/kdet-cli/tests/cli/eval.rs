@@ -1,16 +1,15 @@
 //! `kdet eval` end to end: the printed numbers are pycocotools' for COCO box and mask AP (both
-//! mask-area conventions) on the 80 real images of `shared/data/coco_tiny_val2017`, and the
+//! mask-area conventions) on the 80 real images of `tests/data/coco_tiny_val2017`, and the
 //! youtubevos reference's for video AP on the committed synthetic fixture.
 //!
-//! Reads `../shared` beside the repository (or `$KDET_SHARED`) and fails, not skips, when it
-//! is missing.
+//! Reads the vendored `tests/data/` and fails, not skips, when it is missing.
 
-use crate::{kdet, shared};
+use crate::{kdet, test_data};
 use std::path::{Path, PathBuf};
 
 fn coco_tiny(rel: &str) -> String {
-    shared()
-        .join("data/coco_tiny_val2017")
+    test_data()
+        .join("coco_tiny_val2017")
         .join(rel)
         .display()
         .to_string()

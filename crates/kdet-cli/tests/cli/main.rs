@@ -1,5 +1,6 @@
 //! End-to-end tests of the `kdet` binary: one test binary for the CLI crate, a module per
-//! command group. Tests that read `../shared` fail, never skip, when it is missing.
+//! command group. Tests that read the real samples vendored in `tests/data/` fail, never skip,
+//! when they are missing.
 
 mod bench;
 mod data;
@@ -22,15 +23,12 @@ pub fn kdet(args: &[&str]) -> Output {
         .expect("the kdet binary runs")
 }
 
-/// `../shared` beside the repository (or `$KDET_SHARED`); panics when missing.
-pub fn shared() -> PathBuf {
-    let dir = match std::env::var_os("KDET_SHARED") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    };
+/// `tests/data/` at the repository root (the vendored real samples); panics when missing.
+pub fn test_data() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data");
     assert!(
-        dir.join("data/coco_tiny_val2017").is_dir(),
-        "shared data not found at {} (set KDET_SHARED)",
+        dir.join("coco_tiny_val2017").is_dir(),
+        "the vendored test data {} is missing: it is part of the repository (git checkout -- tests/data)",
         dir.display()
     );
     dir

@@ -1,12 +1,11 @@
 //! `kdet predict` end to end: a tiny model trained for 4 steps (`tiny_config`) predicts the
-//! generated 64x64 validation images and the real photos of `shared/data/skimage_samples`
+//! generated 64x64 validation images and the real photos of `tests/data/skimage_samples`
 //! (512x512, 451x300, 600x400, 640x427: other sizes than it was trained on), and the
 //! drawn images are checked against the written predictions pixel by pixel; a tiny COCO
 //! model names its classes from its annotation file and falls back without it; the errors
 //! a user meets name the path.
 //!
-//! Reads `../shared` beside the repository (or `$KDET_SHARED`) and fails, not skips, when
-//! it is missing.
+//! Reads the vendored `tests/data/` and fails, not skips, when it is missing.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +13,7 @@ use std::path::{Path, PathBuf};
 use image::Rgb;
 use serde_json::Value;
 
-use crate::shared;
+use crate::test_data;
 use crate::train::{fails, inline, ok, read_json, s, stderr, table, tiny_config};
 
 /// The built-in data's classes, in label order (category id = label + 1).
@@ -381,7 +380,7 @@ fn drawn_images_show_exactly_the_written_predictions_and_errors_name_the_path() 
     predict_and_check(&run, &val, &dir.path().join("val"), &[]);
 
     // Real photos of other sizes, several per padded batch, from the checkpoint file.
-    let photos = shared().join("data/skimage_samples");
+    let photos = test_data().join("skimage_samples");
     assert!(photos.is_dir(), "{} is missing", photos.display());
     predict_and_check(
         &run.join("last.ckpt"),
@@ -466,7 +465,7 @@ fn drawn_images_show_exactly_the_written_predictions_and_errors_name_the_path() 
 #[test]
 fn coco_models_name_classes_from_their_annotations() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let coco = shared().join("data/coco_tiny_val2017");
+    let coco = test_data().join("coco_tiny_val2017");
     let mut gt = read_json(&coco.join("annotations/instances_val2017.json"));
     let keep: Vec<u64> = gt["images"].as_array().expect("images")[..2]
         .iter()

@@ -5,21 +5,19 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `../shared` beside the checkout (or `$KDET_SHARED`); panics when missing.
-pub fn shared_dir() -> PathBuf {
-    let dir = std::env::var_os("KDET_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared"));
+/// The real samples vendored in the repository, `tests/data/`; panics when missing.
+pub fn test_data() -> PathBuf {
+    let dir = repo_root().join("tests/data");
     assert!(
-        dir.join("data").is_dir(),
-        "the shared data folder {} is missing: it must sit beside the checkout (or set KDET_SHARED)",
+        dir.join("coco_tiny_val2017").is_dir(),
+        "the vendored test data {} is missing: it is part of the repository (git checkout -- tests/data)",
         dir.display()
     );
     dir
 }
 
 pub fn coco_tiny() -> (PathBuf, PathBuf) {
-    let root = shared_dir().join("data/coco_tiny_val2017");
+    let root = test_data().join("coco_tiny_val2017");
     (
         root.join("annotations/instances_val2017.json"),
         root.join("val2017"),

@@ -1,10 +1,11 @@
 //! Integration tests of kdet-data (one test binary for the crate; see the modules).
 //!
-//! Tests that read `../shared/data` fail, never skip, when it is missing: it is always
-//! present beside the checkout, in CI too. `KDET_SHARED` may point elsewhere.
+//! Tests that read the real samples vendored in `tests/data/` (see its README) fail, never
+//! skip, when they are missing.
 
 mod bad_input;
 mod common;
 mod loader;
 mod real_coco;
 mod round_trip;
+mod synth_hash;

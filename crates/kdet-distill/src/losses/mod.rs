@@ -17,11 +17,13 @@
 //! - Geometry (`KdTargets`) is in the batch's resized input pixels, as the task loss.
 
 pub mod cwd;
+pub mod fbkd;
 pub mod fgd;
 pub mod fitnet;
 pub mod frs;
 pub mod kd;
 pub mod ld;
+pub mod mgd;
 pub mod pgd;
 pub mod pkd;
 #[cfg(test)]

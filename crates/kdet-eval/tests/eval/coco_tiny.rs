@@ -1,5 +1,5 @@
 //! COCO box and mask AP on 80 real COCO val2017 images against the numbers pycocotools
-//! 2.0.11 gives (listed in `shared/data/coco_tiny_val2017/README.md`).
+//! 2.0.11 gives (listed in `tests/data/coco_tiny_val2017/README.md`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

