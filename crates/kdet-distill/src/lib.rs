@@ -4,7 +4,8 @@
 //!   modules and terms of one method;
 //! - [`methods`]: the method list, one line per method, from which the recipe's loss enum
 //!   ([`KdLossConfig`]), its parser and the dispatch are generated;
-//! - [`losses`]: the KD loss zoo (logit KD, FitNets, CWD, PKD, FGD, LD + VLR, FRS, PGD),
+//! - [`losses`]: the KD loss zoo (logit KD, FitNets, CWD, PKD, FGD, LD + VLR, FRS, PGD,
+//!   MGD, FBKD),
 //!   one file per method implementing [`KdMethod`], each citing
 //!   `../shared/methods/kd-detection.md`;
 //! - [`taps`]: the typed places of a detector's output a method reads, and their shapes;

@@ -4,7 +4,7 @@
 //! generated from these lines ([`crate::kd_methods!`]); each method lives in its own file
 //! under `losses/` and implements [`crate::method::KdMethod`].
 
-use crate::losses::{cwd, fgd, fitnet, frs, kd, ld, pgd, pkd};
+use crate::losses::{cwd, fbkd, fgd, fitnet, frs, kd, ld, mgd, pgd, pkd};
 
 crate::kd_methods! {
     /// Hinton logit KD on every prior's class logits (MMRazor `KLDivergence`).
@@ -23,6 +23,10 @@ crate::kd_methods! {
     Frs(frs::FrsConfig),
     /// Prediction-guided distillation on the head towers (ChenhongyiYang/PGD).
     Pgd(pgd::PgdConfig),
+    /// Masked generative distillation (yzd-v/MGD; MMRazor `MGDConnector` + `MGDLoss`).
+    Mgd(mgd::MgdConfig),
+    /// Feature-based KD with attention and non-local modules (MMRazor `FBKDLoss`).
+    Fbkd(fbkd::FbkdConfig),
 }
 
 #[cfg(test)]
@@ -40,7 +44,7 @@ mod tests {
             "duplicate method names: {names:?}"
         );
         assert_eq!(names[0], kd::LogitKdConfig::NAME);
-        assert_eq!(names[names.len() - 1], pgd::PgdConfig::NAME);
+        assert_eq!(names[names.len() - 1], fbkd::FbkdConfig::NAME);
     }
 
     /// Every method parses from `{ type = name }` with its defaults, writes `type` first

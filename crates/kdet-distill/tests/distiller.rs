@@ -143,6 +143,11 @@ connector = "conv3x3"
 schedule = { warmup_iterations = 2 }
 [[losses]]
 loss = { type = "pgd", topk = 5 }
+[[losses]]
+loss = { type = "mgd" }
+connector = "conv1x1"
+[[losses]]
+loss = { type = "fbkd", reductions = [2, 2, 2], maxpool_strides = [2, 1, 1] }
 "#;
 
 #[test]
@@ -217,6 +222,11 @@ fn every_method_trains_the_student_and_its_modules_and_never_the_teacher() {
         "kd.frs.cls",
         "kd.pgd.cls_fg",
         "kd.pgd.reg",
+        "kd.mgd",
+        "kd.fbkd.mask_feature",
+        "kd.fbkd.channel",
+        "kd.fbkd.spatial",
+        "kd.fbkd.nonlocal",
         "time.teacher_ms",
         "time.kd_ms",
     ] {
@@ -311,6 +321,26 @@ fn wiring_errors_name_the_entry() {
     );
     assert!(
         e.contains("losses[0] (pkd)") && e.contains("level 5"),
+        "{e}"
+    );
+    // FBKD's per-level settings must cover the selected levels (defaults: P2-P5).
+    let e = err_of(
+        config(8, 16).init(&device),
+        config(16, 16).init(&plain),
+        "[[losses]]\nloss = { type = \"fbkd\" }\n",
+    );
+    assert!(
+        e.contains("losses[0] (fbkd)") && e.contains("reductions has 4 entries for 3 levels"),
+        "{e}"
+    );
+    // ... and every level must survive its non-local sub-sampling (P5 is 2x2 here).
+    let e = err_of(
+        config(8, 16).init(&device),
+        config(16, 16).init(&plain),
+        "[[losses]]\nloss = { type = \"fbkd\", reductions = [2, 2, 2], maxpool_strides = [2, 2, 2] }\n",
+    );
+    assert!(
+        e.contains("losses[0] (fbkd)") && e.contains("level 2 is 2x2"),
         "{e}"
     );
     // LD needs GFL heads on both sides.

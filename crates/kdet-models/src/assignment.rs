@@ -183,7 +183,11 @@ mod tests {
         let a = Assignment::from_matches(4, &[vec![(2, 0), (0, 1)], vec![]]);
         assert_eq!(a.images[0].matched_gt, [Some(1), None, Some(0), None]);
         assert_eq!(a.images[0].positives(), [0, 2]);
-        assert_eq!(a.images[1].num_positives(), 0, "no ground truth: all negatives");
+        assert_eq!(
+            a.images[1].num_positives(),
+            0,
+            "no ground truth: all negatives"
+        );
         assert_eq!(a.num_positives(), 2);
         assert_eq!(a.predictions.len_for(1), 4);
         assert!(a.images.iter().all(|i| i.ignore.iter().all(|&x| !x)));

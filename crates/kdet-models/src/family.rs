@@ -39,8 +39,7 @@ pub trait ModelFamily {
     fn assign(&self, out: &ModelOutput, targets: &[Instances]) -> Assignment;
 
     /// The task losses, with the family's official reductions.
-    fn loss(&self, out: &ModelOutput, targets: &[Instances], assignment: &Assignment)
-    -> LossDict;
+    fn loss(&self, out: &ModelOutput, targets: &[Instances], assignment: &Assignment) -> LossDict;
 
     /// Detections (boxes, scores, labels; masks and track ids where the family has them)
     /// per image, in the original image's pixels.
@@ -79,8 +78,12 @@ pub trait DenseHeadFamily {
     fn assign(&self, priors: &Priors, targets: &[Instances]) -> Assignment;
 
     /// The task losses.
-    fn loss(&self, levels: &[HeadLevel], targets: &[Instances], assignment: &Assignment)
-    -> LossDict;
+    fn loss(
+        &self,
+        levels: &[HeadLevel],
+        targets: &[Instances],
+        assignment: &Assignment,
+    ) -> LossDict;
 
     /// Detections per image in input pixels, clipped to `image_sizes[i]`.
     fn predict(
@@ -269,10 +272,7 @@ pub(crate) use dense_heads;
 /// code in its folder; inherent methods take precedence in `<Head>::name` paths).
 macro_rules! delegate_dense_head {
     ($head:ty) => {
-        fn forward(
-            &self,
-            neck: &[$crate::output::FeatureMap],
-        ) -> Vec<$crate::output::HeadLevel> {
+        fn forward(&self, neck: &[$crate::output::FeatureMap]) -> Vec<$crate::output::HeadLevel> {
             <$head>::forward(self, neck)
         }
 

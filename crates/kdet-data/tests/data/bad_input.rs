@@ -24,11 +24,14 @@ fn write(dir: &Path, doc: &Value) -> PathBuf {
     for name in ["a.png", "b.png"] {
         let p = dir.join(name);
         if !p.exists() {
-            image::RgbImage::new(8, 6).save(&p).expect("the image is written");
+            image::RgbImage::new(8, 6)
+                .save(&p)
+                .expect("the image is written");
         }
     }
     let json = dir.join("ann.json");
-    std::fs::write(&json, serde_json::to_vec(doc).expect("JSON")).expect("the JSON file is written");
+    std::fs::write(&json, serde_json::to_vec(doc).expect("JSON"))
+        .expect("the JSON file is written");
     json
 }
 

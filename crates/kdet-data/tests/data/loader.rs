@@ -60,7 +60,11 @@ fn epoch(l: &Loader<CocoDataset>, e: u64, start: usize) -> Vec<(Vec<u64>, Vec<f3
             let b = b.expect("a batch");
             (
                 b.image_ids,
-                b.images.images().to_data().try_to_vec().expect("f32 pixels"),
+                b.images
+                    .images()
+                    .to_data()
+                    .try_to_vec()
+                    .expect("f32 pixels"),
             )
         })
         .collect()

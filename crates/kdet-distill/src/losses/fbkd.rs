@@ -108,6 +108,8 @@ use burn::tensor::module::batch_norm_train;
 use burn::tensor::{Device, Tensor};
 
 use super::fgd::spatial_attention;
+use crate::method::{KdInputs, KdMethod, KdTerm, TapUse, Wiring};
+use crate::taps::Tap;
 
 /// Lower bound of each summed square before the square root (finite gradients at an
 /// exactly zero term; see the module docs).
@@ -522,6 +524,63 @@ impl FbkdModules {
             spatial,
             nonlocal,
         }
+    }
+}
+
+impl KdMethod for FbkdConfig {
+    const NAME: &'static str = "fbkd";
+    type Modules = FbkdModules;
+
+    fn defaults() -> Self {
+        Self::new()
+    }
+
+    /// FPN outputs (the official config taps the FPN levels P2–P5).
+    fn tap_use(&self) -> TapUse {
+        TapUse::Feature { default: Tap::Neck }
+    }
+
+    fn compares_classes(&self) -> bool {
+        false
+    }
+
+    /// One `reductions` / `maxpool_strides` entry per selected level, and every level
+    /// large enough for the non-local sub-sampling (2×2, then `s×s`).
+    fn check(&self, wiring: &Wiring) -> Result<(), String> {
+        FbkdConfig::check(self, wiring.levels.len())?;
+        if self.sub_sample {
+            for ((&l, shape), &s) in wiring
+                .levels
+                .iter()
+                .zip(wiring.teacher_levels())
+                .zip(&self.maxpool_strides)
+            {
+                if shape.height / 2 / s == 0 || shape.width / 2 / s == 0 {
+                    return Err(format!(
+                        "level {l} is {}x{}: too small for FBKD's non-local sub-sampling (2x2, then maxpool_strides = {s}); lower maxpool_strides or set sub_sample = false",
+                        shape.height, shape.width
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Student- and teacher-side non-local blocks (and the student's attention convs) per
+    /// selected level, for the teacher's channels (a connector maps the student's).
+    fn init(&self, wiring: &Wiring, device: &Device) -> FbkdModules {
+        let channels: Vec<usize> = wiring.teacher_levels().iter().map(|l| l.channels).collect();
+        FbkdConfig::init(self, &channels, device)
+    }
+
+    fn terms(&self, modules: &FbkdModules, inputs: &KdInputs) -> Vec<KdTerm> {
+        let terms = modules.forward(self, &inputs.student_features, &inputs.teacher_features);
+        vec![
+            KdTerm::new("mask_feature", terms.mask_feature),
+            KdTerm::new("channel", terms.channel),
+            KdTerm::new("spatial", terms.spatial),
+            KdTerm::new("nonlocal", terms.nonlocal),
+        ]
     }
 }
 

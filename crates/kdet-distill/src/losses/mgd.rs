@@ -65,6 +65,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 use super::sum_over_levels;
+use crate::method::{KdInputs, KdMethod, KdTerm, TapUse, Wiring};
+use crate::taps::Tap;
 
 /// MGD coefficient and mask ratio. Defaults: MMRazor
 /// `configs/distill/mmdet/mgd/mgd_fpn_retina_x101_retina_r50_2x_coco.py` (= the class
@@ -282,6 +284,60 @@ pub fn mgd_masks(
     let [n, h, w] = shape;
     let values = mgd_mask_values(lambda, seed, step, level, shape);
     Tensor::from_data(TensorData::new(values, [n, 1, h, w]), device)
+}
+
+impl KdMethod for MgdConfig {
+    const NAME: &'static str = "mgd";
+    type Modules = MgdModules;
+
+    fn defaults() -> Self {
+        Self::new()
+    }
+
+    /// FPN outputs (the official config taps `neck.fpn_convs.{0..4}.conv`).
+    fn tap_use(&self) -> TapUse {
+        TapUse::Feature { default: Tap::Neck }
+    }
+
+    fn compares_classes(&self) -> bool {
+        false
+    }
+
+    /// One generation block per selected level. The official connector's `align` 1×1 conv
+    /// is the entry's `connector = "conv1x1"` here (the same conv, on the student side),
+    /// so the student feature reaching MGD already has the teacher's channels and no
+    /// second `align` is built.
+    fn init(&self, wiring: &Wiring, device: &Device) -> MgdModules {
+        let channels: Vec<usize> = wiring.teacher_levels().iter().map(|l| l.channels).collect();
+        MgdConfig::init(self, &channels, &channels, device)
+    }
+
+    /// A fresh mask per level and step, drawn from `(seed, step, level)` on the teacher's
+    /// (plain) device: a constant in the student's graph, the same after a resume.
+    fn terms(&self, modules: &MgdModules, inputs: &KdInputs) -> Vec<KdTerm> {
+        let masks: Vec<Tensor<4>> = inputs
+            .teacher_features
+            .iter()
+            .enumerate()
+            .map(|(level, t)| {
+                let [n, _, h, w] = t.dims();
+                mgd_masks(
+                    self.lambda,
+                    inputs.seed,
+                    inputs.step,
+                    level,
+                    [n, h, w],
+                    &t.device(),
+                )
+            })
+            .collect();
+        KdTerm::single(modules.forward(
+            self,
+            &inputs.student_features,
+            &inputs.teacher_features,
+            &masks,
+        ))
+    }
 }
 
 #[cfg(test)]

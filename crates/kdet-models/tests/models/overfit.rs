@@ -43,7 +43,9 @@ fn two_images(dir: &std::path::Path, device: &Device) -> (DetectionBatch, Arc<ho
         &CocoOptions::default(),
     )
     .expect("the synthetic dataset loads");
-    let samples = (0..2).map(|i| ds.get(i).expect("sample i exists")).collect();
+    let samples = (0..2)
+        .map(|i| ds.get(i).expect("sample i exists"))
+        .collect();
     let batcher = DetectionBatcher {
         normalize: Normalize::default(),
         size_divisor: 32,
@@ -99,7 +101,8 @@ fn overfit_ap50(head: HeadConfig, test: TestConfig, steps: usize) -> f64 {
     let dets = valid.predict(&eval_batch.images);
     let preds: Vec<(u64, _)> = eval_batch.image_ids.iter().copied().zip(dets).collect();
     let labels = LabelMap::contiguous(&gt);
-    let report = evaluate_predictions(&gt, &preds, &labels, CocoEvalConfig::bbox()).expect("evaluation runs");
+    let report = evaluate_predictions(&gt, &preds, &labels, CocoEvalConfig::bbox())
+        .expect("evaluation runs");
     report
         .stats
         .get("AP50")
