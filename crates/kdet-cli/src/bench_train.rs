@@ -27,18 +27,17 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use clap::Args;
 use kdet_data::DetectionBatch;
-use kdet_distill::Distiller;
 use kdet_models::Detector;
+use kdet_run::data::{ensure_synth, load_train_split, train_loader};
+use kdet_run::models::{TrainableDetector, distiller_of, load_teacher, student_model};
+use kdet_run::timing::median;
+use kdet_run::{Experiment, TeacherConfig};
 use kdet_structures::ImageBatch;
 use kdet_train::Trainer;
 use serde_json::json;
 
-use crate::bench_cmd::{median, write_report};
-use crate::experiment::Experiment;
-use crate::train_cmd::{
-    TrainableDetector, ensure_synth, load_teacher, load_train_split, probe_size, student_model,
-    train_loader,
-};
+use crate::bench_cmd::write_report;
+use crate::config_cmd::SetArgs;
 
 #[derive(Args, Debug)]
 pub struct TrainBenchArgs {
@@ -69,6 +68,8 @@ pub struct TrainBenchArgs {
     /// Also write the numbers as JSON here.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    #[command(flatten)]
+    set: SetArgs,
     #[command(flatten)]
     device: crate::device::DeviceArg,
 }
@@ -137,36 +138,36 @@ fn bench(args: TrainBenchArgs, threads: usize) -> Result<()> {
     if args.iters == 0 {
         bail!("--iters must be at least 1");
     }
-    let mut experiment = Experiment::load(&args.config)?;
+    let mut experiment = Experiment::load_with(&args.config, &args.set.overrides()?)?;
     if let Some(seed) = args.seed {
         experiment.train.seed = seed;
     }
     if let Some(t) = &args.teacher {
-        experiment.teacher = Some(t.clone());
+        experiment.teacher = Some(TeacherConfig::with_path(experiment.teacher.as_ref(), t)?);
     }
     experiment.absolutize_paths()?;
-    let (Some(teacher_path), Some(recipe)) = (&experiment.teacher, &experiment.distill) else {
+    let (Some(teacher_config), Some(recipe)) = (&experiment.teacher, &experiment.distill) else {
         bail!(
             "{}: `kdet bench train` needs a distillation experiment (`teacher` and a `[distill]` section)",
             args.config.display()
         );
     };
-    if let Some(s) = &experiment.data.synth {
+    let teacher_path = teacher_config.path();
+    if let Some(s) = experiment.synth() {
         ensure_synth(s)?;
     }
-    let paths = experiment.split_paths()?;
+    let paths = experiment.split_paths();
     let train = Arc::new(load_train_split(&paths)?);
 
     let choice = args.device.choice;
     let device = choice.autodiff()?;
     let plain = device.clone().inner();
     device.seed(experiment.train.seed);
-    let teacher: Detector = load_teacher(teacher_path, &experiment, &plain)?;
+    let teacher: Detector = load_teacher(teacher_config, &experiment, &plain)?;
     let student = student_model(&experiment, &device, true)?;
     device.seed(experiment.train.seed);
     let distilled = student_model(&experiment, &device, true)?;
-    let distiller = Distiller::new(distilled, teacher.clone(), recipe, probe_size(&experiment))
-        .context("checking the `[distill]` recipe")?;
+    let distiller = distiller_of(distilled, teacher.clone(), recipe, &experiment)?;
 
     // The data pipeline alone, from a cold start of its workers.
     let loader_rate = if args.loader_batches > 0 {
