@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
 pub mod data;
 pub mod demo;
 pub mod document;
