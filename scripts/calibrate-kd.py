@@ -4,46 +4,53 @@ prints the recipe weight that makes the weighted KD total equal the task-loss to
 
     python3 scripts/calibrate-kd.py [TEACHER_CKPT] [METHOD ...]
 
-Runs `kdet distill --max-steps 5` with `train.log_every = 1` and the recipe weight forced
-to 1 in a temporary experiment (under runs/calibrate/), on the training split only. This
-is the rule the shipped `configs/distill/*_gfl_synth.toml` weights follow (see
-configs/distill/README.md); standard library only.
+Runs `kdet distill --max-steps 5` on the shipped recipe with, on the command line,
+`--set train.log_every=1` and every entry's weight set to 1 and its schedule to the
+default (full weight from the first step), on the training split only (runs under
+runs/calibrate/). This is the rule the shipped `configs/distill/*_gfl_synth.toml` weights
+follow (see configs/distill/README.md); standard library only. The methods default to
+every method the binary knows (`kdet config methods`) that has a synthetic recipe.
 """
 import json
-import re
 import shutil
 import statistics
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = ["ld", "fgd", "pkd", "cwd", "fitnet", "logit_kd", "frs", "pgd"]
+
+
+def kdet_out(kdet, *args):
+    return subprocess.run([str(kdet), *args], check=True, capture_output=True, text=True).stdout
 
 
 def main() -> None:
     args = sys.argv[1:]
     teacher = Path(args[0]) if args and args[0].endswith(".ckpt") else ROOT / "runs/bench/gfl_synth_teacher-seed0/last.ckpt"
-    methods = [a for a in args if not a.endswith(".ckpt")] or METHODS
     kdet = ROOT / "target/release/kdet"
+    known = kdet_out(kdet, "config", "methods").split()
+    methods = [a for a in args if not a.endswith(".ckpt")]
+    for m in methods:
+        if m not in known:
+            raise SystemExit(f"calibrate-kd.py: unknown method {m} (kdet config methods: {' '.join(known)})")
+    methods = methods or [m for m in known if (ROOT / f"configs/distill/{m}_gfl_synth.toml").is_file()]
     out_dir = ROOT / "runs/calibrate"
     out_dir.mkdir(parents=True, exist_ok=True)
     print("| method | task loss | KD total at weight 1 | calibrated weight |")
     print("|---|---:|---:|---:|")
     for m in methods:
-        src = ROOT / f"configs/distill/{m}_gfl_synth.toml"
-        text = src.read_text()
-        # Weight 1 for the measurement; log every step.
-        text = re.sub(r"^weight = .*$", "", text, flags=re.M)
-        # Full weight from the first step (no warm-up) for the measurement.
-        text = re.sub(r"^schedule = .*$", "", text, flags=re.M)
-        text = text.replace('extends = "baseline_gfl_synth.toml"', f'extends = "{ROOT / "configs/distill/baseline_gfl_synth.toml"}"')
-        text += "\n[train]\nlog_every = 1\n"
-        cfg = out_dir / f"{m}.toml"
-        cfg.write_text(text)
+        cfg = ROOT / f"configs/distill/{m}_gfl_synth.toml"
+        entries = tomllib.loads(kdet_out(kdet, "config", "print", "--config", str(cfg)))["distill"]["losses"]
+        # Weight 1 and full weight from the first step (no warm-up) for the measurement;
+        # a training line every step.
+        sets = ["--set=train.log_every=1"]
+        for i in range(len(entries)):
+            sets += [f"--set=distill.losses.{i}.weight=1", f"--set=distill.losses.{i}.schedule={{}}"]
         run = out_dir / m
         shutil.rmtree(run, ignore_errors=True)
-        subprocess.run([str(kdet), "distill", "--config", str(cfg), "--teacher", str(teacher),
+        subprocess.run([str(kdet), "distill", "--config", str(cfg), *sets, "--teacher", str(teacher),
                         "--out", str(run), "--max-steps", "5"], check=True, capture_output=True)
         task, kd = [], []
         for line in (run / "metrics.jsonl").read_text().splitlines():

@@ -12,6 +12,8 @@
 #   bash scripts/tune-distill.sh                     # ld fgd pkd, factors 1, 0.25, 4
 #   METHODS="fgd" FACTORS="0.25" bash scripts/tune-distill.sh
 #
+# Each run is the shipped recipe with its weight changed on the command line (`kdet distill
+# --set distill.losses.0.weight=W`, scripts/tune/scaled_recipe.py); no TOML is written.
 # Needs the benchmark's seed-0 teacher (scripts/bench-distill.sh trains it) and
 # runs/bench/distill/baseline-seed0 (the baseline on the tuning split, for reference).
 # Resumable as bench-distill.sh: finished runs are skipped, interrupted ones continue from
@@ -28,10 +30,15 @@ declare -A calibrated=([ld]=0.98 [fgd]=0.0087 [pkd]=0.9 [cwd]=0.22 [fitnet]=0.46
 # PARALLEL=0 runs the factors of a method one after the other (with all cores each).
 parallel=${PARALLEL:-1}
 if [ -z "${KDET_BIN:-}" ]; then cargo build --release --quiet; fi
-mkdir -p runs/tune/eval runs/tune/configs
+mkdir -p runs/tune/eval
 # Replaced by rename: runs still executing the old copy keep it.
 cp "${KDET_BIN:-target/release/kdet}" runs/tune/.kdet.new && mv -f runs/tune/.kdet.new runs/tune/.kdet
 bin="$root/runs/tune/.kdet"
+# The method names come from the binary (`kdet config methods`).
+known=" $("$bin" config methods | tr '\n' ' ')"
+for m in $methods; do
+  case "$known" in *" $m "*) ;; *) echo "tune-distill.sh: unknown method $m (kdet config methods:$known)" >&2; exit 1;; esac
+done
 teacher=runs/bench/gfl_synth_teacher-seed0/last.ckpt
 [ -f "$teacher" ] || { echo "tune-distill.sh: $teacher is missing: run scripts/bench-distill.sh first" >&2; exit 1; }
 
@@ -56,7 +63,7 @@ PY
 }
 
 cell() { # method factor
-  local out="runs/tune/$1-x$2-seed0" config="runs/tune/configs/$1-x$2.toml"
+  local out="runs/tune/$1-x$2-seed0" config="configs/distill/$1_gfl_synth.toml" sets
   if [ -f "$out/eval.json" ]; then
     echo "== $out: done, skipped"
   elif [ -f "$out/last.ckpt" ]; then
@@ -64,9 +71,9 @@ cell() { # method factor
     "$bin" distill --out "$out" --resume >"$out.log" 2>&1
   else
     echo "== $out: distilling (log: $out.log)"
-    python3 scripts/tune/scaled_recipe.py "configs/distill/$1_gfl_synth.toml" "$2" "$config" \
-      "${calibrated[$1]}"
-    "$bin" distill --config "$config" --teacher "$teacher" --seed 0 --out "$out" >"$out.log" 2>&1
+    mapfile -t sets < <(python3 scripts/tune/scaled_recipe.py "$bin" "$config" "$2" "${calibrated[$1]}")
+    "$bin" distill --config "$config" "${sets[@]}" --teacher "$teacher" --seed 0 --out "$out" \
+      >"$out.log" 2>&1
   fi
 }
 

@@ -1,59 +1,36 @@
-"""Writes an experiment file that extends a distillation recipe with every KD weight
-multiplied by a factor (standard library only). Used by scripts/tune-distill.sh.
+"""Prints the `--set` arguments that multiply every KD weight of a distillation recipe by a
+factor (standard library only; one argument per line). Used by scripts/tune-distill.sh:
 
-Usage: python3 scaled_recipe.py RECIPE.toml FACTOR OUT.toml [BASE_WEIGHT]
+    mapfile -t sets < <(python3 scripts/tune/scaled_recipe.py KDET RECIPE.toml FACTOR [BASE_WEIGHT])
+    KDET distill --config RECIPE.toml "${sets[@]}" ...
 
-The output `extends` RECIPE.toml (absolute path) and replaces its `[distill]` table:
-`inherit` is kept, each `[[distill.losses]]` entry is copied with `weight * FACTOR`, or,
-with BASE_WEIGHT (one-entry recipes only), with `BASE_WEIGHT * FACTOR`: the factor then
-applies to a weight the recipe no longer ships (the calibrated one, before tuning).
+The recipe is read as kdet resolves it (`KDET config print --config RECIPE.toml`: its
+`extends` chain and defaults), so no TOML is edited here. Each `[[distill.losses]]` entry `i`
+gets `--set=distill.losses.i.weight=W`, W = weight * FACTOR, or, with BASE_WEIGHT
+(one-entry recipes only), BASE_WEIGHT * FACTOR: the factor then applies to a weight the
+recipe no longer ships (the calibrated one, before tuning).
 """
+import subprocess
 import sys
 import tomllib
-from pathlib import Path
-
-
-def value(v):
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list):
-        return "[" + ", ".join(value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
-    raise SystemExit(f"scaled_recipe.py: cannot write a {type(v).__name__} value")
 
 
 def main():
     if len(sys.argv) not in (4, 5):
         raise SystemExit(__doc__)
-    recipe, factor, out = Path(sys.argv[1]).resolve(), float(sys.argv[2]), Path(sys.argv[3])
-    distill = tomllib.loads(recipe.read_text()).get("distill", {})
-    losses = distill.get("losses", [])
+    kdet, recipe, factor = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    printed = subprocess.run([kdet, "config", "print", "--config", recipe],
+                             check=True, capture_output=True, text=True).stdout
+    losses = tomllib.loads(printed).get("distill", {}).get("losses", [])
     if not losses:
         raise SystemExit(f"{recipe}: no [[distill.losses]] entry to scale")
     if len(sys.argv) == 5:
         if len(losses) != 1:
             raise SystemExit(f"{recipe}: BASE_WEIGHT needs a one-entry recipe")
         losses[0]["weight"] = float(sys.argv[4])
-    lines = [
-        f"# {recipe.name} with every KD weight x {factor:g} (scripts/tune-distill.sh).",
-        f"extends = {value(str(recipe))}",
-        "",
-        "[distill]",
-        f"inherit = {value(bool(distill.get('inherit', False)))}",
-    ]
-    for entry in losses:
-        lines += ["", "[[distill.losses]]"]
-        for k, v in entry.items():
-            if k == "weight":
-                v = float(f"{v * factor:.6g}")
-            lines.append(f"{k} = {value(v)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
+    for i, entry in enumerate(losses):
+        weight = float("%.6g" % (entry["weight"] * factor))
+        print(f"--set=distill.losses.{i}.weight={weight!r}")
 
 
 if __name__ == "__main__":

@@ -9,18 +9,17 @@
 //! experiment file times freshly initialised weights.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use burn::tensor::{Device, Distribution, Tensor};
 use clap::{Args, Subcommand};
 use kdet_models::Detector;
-use kdet_structures::{ImageBatch, ImageSize};
+use kdet_run::Experiment;
+use kdet_run::models::load_detector;
+use kdet_run::timing::{median, random_batch, time_inference};
 use serde_json::json;
 
-use crate::eval_cmd::{detector_of, read_checkpoint};
-use crate::experiment::Experiment;
+use crate::config_cmd::SetArgs;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -58,103 +57,17 @@ pub struct InferArgs {
     /// Also write the numbers as JSON here.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// (With --config.)
+    #[command(flatten)]
+    set: SetArgs,
     #[command(flatten)]
     device: crate::device::DeviceArg,
-}
-
-/// Per-image milliseconds of each timed batch.
-pub(crate) struct Timings {
-    /// Forward (synchronised).
-    pub forward: Vec<f64>,
-    /// Forward + post-processing, as `kdet eval` runs them.
-    pub total: Vec<f64>,
-    pub backbone: Vec<f64>,
-    pub neck: Vec<f64>,
-    pub head: Vec<f64>,
-    /// Detections summed over the timed batches.
-    pub detections: usize,
-}
-
-/// Runs `model` on `batch` `warmup + iters` times and times the last `iters`: the whole
-/// pipeline, then the forward again part by part (each synchronised).
-pub(crate) fn time_inference(
-    model: &Detector,
-    batch: &ImageBatch,
-    warmup: usize,
-    iters: usize,
-) -> Result<Timings> {
-    let device = batch.images().device();
-    let n = batch.len() as f64;
-    let per_image = |t: f64| t * 1e3 / n;
-    let mut t = Timings {
-        forward: Vec::new(),
-        total: Vec::new(),
-        backbone: Vec::new(),
-        neck: Vec::new(),
-        head: Vec::new(),
-        detections: 0,
-    };
-    for i in 0..warmup + iters {
-        let t0 = Instant::now();
-        let out = model.forward(batch);
-        device.sync().context("waiting for the device")?;
-        let t1 = t0.elapsed().as_secs_f64();
-        let dets = model.postprocess(&out, batch);
-        let t2 = t0.elapsed().as_secs_f64();
-        let t3 = Instant::now();
-        let features = model.backbone.forward(batch.images().clone());
-        device.sync().context("waiting for the device")?;
-        let t4 = t3.elapsed().as_secs_f64();
-        let levels = model.neck.forward(features);
-        device.sync().context("waiting for the device")?;
-        let t5 = t3.elapsed().as_secs_f64();
-        let _ = model.head.forward(&levels);
-        device.sync().context("waiting for the device")?;
-        let t6 = t3.elapsed().as_secs_f64();
-        if i >= warmup {
-            t.forward.push(per_image(t1));
-            t.total.push(per_image(t2));
-            t.backbone.push(per_image(t4));
-            t.neck.push(per_image(t5 - t4));
-            t.head.push(per_image(t6 - t5));
-            t.detections += dets.iter().map(|d| d.len()).sum::<usize>();
-        }
-    }
-    Ok(t)
-}
-
-/// A random batch of `batch` square images of `side` pixels (padded to `divisor`).
-pub(crate) fn random_batch(
-    batch: usize,
-    side: u32,
-    divisor: u32,
-    device: &Device,
-) -> Result<ImageBatch> {
-    let padded = side.div_ceil(divisor.max(1)) * divisor.max(1);
-    let size = ImageSize::new(padded, padded);
-    let images = Tensor::<4>::random(
-        [batch, 3, padded as usize, padded as usize],
-        Distribution::Normal(0.0, 1.0),
-        device,
-    );
-    ImageBatch::new(images, vec![size; batch], vec![size; batch])
-        .context("building the benchmark batch")
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Infer(a) => infer(a),
         BenchCommand::Train(a) => crate::bench_train::run(a),
-    }
-}
-
-pub(crate) fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
     }
 }
 
@@ -166,12 +79,11 @@ fn infer(args: InferArgs) -> Result<()> {
     let (model, experiment, what): (Detector, Experiment, String) =
         match (&args.checkpoint, &args.config) {
             (Some(c), _) => {
-                let (ckpt, experiment) = read_checkpoint(c)?;
-                let model = detector_of(&ckpt, &experiment, &device)?;
+                let (model, experiment, ckpt) = load_detector(c, &device)?;
                 (model, experiment, ckpt.path.display().to_string())
             }
             (None, Some(c)) => {
-                let experiment = Experiment::load(c)?;
+                let experiment = Experiment::load_with(c, &args.set.overrides()?)?;
                 let model = experiment.model.init(&device);
                 (
                     model,
@@ -183,7 +95,7 @@ fn infer(args: InferArgs) -> Result<()> {
         };
     let side = args
         .size
-        .unwrap_or_else(|| experiment.data.synth.as_ref().map_or(800, |s| s.image_size));
+        .unwrap_or_else(|| experiment.synth().map_or(800, |s| s.image_size));
     let divisor = experiment.data.size_divisor.max(1) as u32;
     let batch = random_batch(args.batch, side, divisor, &device)?;
     let padded = batch.padded_size().height;

@@ -8,8 +8,8 @@
 //! - the **distill step** (`kdet distill`'s step: teacher forward, student step, KD terms),
 //!
 //! interleaved in a rotating order within every iteration so that a change of machine
-//! load hits all three alike, as medians after warm-up. Both steps go through
-//! [`Trainer::bench_step`], the code the training loop runs. The **overhead** is
+//! load hits all three alike, as medians after warm-up (`kdet_run::bench` measures; this
+//! file prints and writes the numbers). The **overhead** is
 //! `distill / (student + teacher)`: 1 means the distillation machinery costs nothing beyond
 //! the two networks. It also reports the KD loss time logged inside the distill step, the
 //! data loader's throughput on its own (the same workers and transforms as training), and
@@ -20,25 +20,16 @@
 //! `scripts/bench-train.sh` runs several processes and pools them.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
 use clap::Args;
-use kdet_data::DetectionBatch;
-use kdet_distill::Distiller;
-use kdet_models::Detector;
-use kdet_structures::ImageBatch;
-use kdet_train::Trainer;
+use kdet_run::bench::{PHASES, TrainBenchOptions, train_bench};
+use kdet_run::timing::median;
+use kdet_run::{Experiment, TeacherConfig};
 use serde_json::json;
 
-use crate::bench_cmd::{median, write_report};
-use crate::experiment::Experiment;
-use crate::train_cmd::{
-    TrainableDetector, ensure_synth, load_teacher, load_train_split, probe_size, student_model,
-    train_loader,
-};
+use crate::bench_cmd::write_report;
+use crate::config_cmd::SetArgs;
 
 #[derive(Args, Debug)]
 pub struct TrainBenchArgs {
@@ -70,32 +61,9 @@ pub struct TrainBenchArgs {
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
     #[command(flatten)]
+    set: SetArgs,
+    #[command(flatten)]
     device: crate::device::DeviceArg,
-}
-
-/// The three timed phases, in the order of the first iteration.
-const PHASES: [&str; 3] = ["student_step", "teacher_forward", "distill_step"];
-
-/// A scratch directory for the two trainers' run files, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Peak resident memory of this process since the last [`reset_peak_rss`], in MiB (Linux).
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
-/// Resets the peak resident memory to the current one (Linux `clear_refs` value 5).
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Median, min and max of `v` as JSON (`null` when empty).
@@ -106,16 +74,6 @@ fn stats(v: &[f64]) -> serde_json::Value {
     let mut s = v.to_vec();
     let m = median(&mut s);
     json!({"median": m, "min": s[0], "max": s[s.len() - 1], "n": s.len()})
-}
-
-fn plain_batch(batch: &DetectionBatch) -> Result<ImageBatch> {
-    let images = &batch.images;
-    ImageBatch::new(
-        images.images().clone().inner(),
-        images.original_sizes().to_vec(),
-        images.resized_sizes().to_vec(),
-    )
-    .context("moving the batch to the teacher's device")
 }
 
 pub fn run(args: TrainBenchArgs) -> Result<()> {
@@ -137,160 +95,38 @@ fn bench(args: TrainBenchArgs, threads: usize) -> Result<()> {
     if args.iters == 0 {
         bail!("--iters must be at least 1");
     }
-    let mut experiment = Experiment::load(&args.config)?;
+    let mut experiment = Experiment::load_with(&args.config, &args.set.overrides()?)?;
     if let Some(seed) = args.seed {
         experiment.train.seed = seed;
     }
     if let Some(t) = &args.teacher {
-        experiment.teacher = Some(t.clone());
+        experiment.teacher = Some(TeacherConfig::with_path(experiment.teacher.as_ref(), t)?);
     }
     experiment.absolutize_paths()?;
-    let (Some(teacher_path), Some(recipe)) = (&experiment.teacher, &experiment.distill) else {
-        bail!(
-            "{}: `kdet bench train` needs a distillation experiment (`teacher` and a `[distill]` section)",
-            args.config.display()
-        );
-    };
-    if let Some(s) = &experiment.data.synth {
-        ensure_synth(s)?;
-    }
-    let paths = experiment.split_paths()?;
-    let train = Arc::new(load_train_split(&paths)?);
-
     let choice = args.device.choice;
-    let device = choice.autodiff()?;
-    let plain = device.clone().inner();
-    device.seed(experiment.train.seed);
-    let teacher: Detector = load_teacher(teacher_path, &experiment, &plain)?;
-    let student = student_model(&experiment, &device, true)?;
-    device.seed(experiment.train.seed);
-    let distilled = student_model(&experiment, &device, true)?;
-    let distiller = Distiller::new(distilled, teacher.clone(), recipe, probe_size(&experiment))
-        .context("checking the `[distill]` recipe")?;
-
-    // The data pipeline alone, from a cold start of its workers.
-    let loader_rate = if args.loader_batches > 0 {
-        let loader = train_loader(&experiment, train.clone())?;
-        let t0 = Instant::now();
-        let mut images = 0usize;
-        for (i, item) in loader.iter(0, 0, &device).enumerate() {
-            images += item.context("reading a training batch")?.images.len();
-            if i + 1 >= args.loader_batches {
-                break;
-            }
-        }
-        Some((images, images as f64 / t0.elapsed().as_secs_f64()))
-    } else {
-        None
+    let options = TrainBenchOptions {
+        warmup: args.warmup,
+        iters: args.iters,
+        loader_batches: args.loader_batches,
     };
-
-    // The timed batches, read up front: loading is not part of a step here.
-    let needed = args.warmup + args.iters;
-    let reader = train_loader(&experiment, train.clone())?;
-    let mut batches: Vec<DetectionBatch> = Vec::with_capacity(needed);
-    let mut epoch = 0u64;
-    while batches.len() < needed {
-        let before = batches.len();
-        for item in reader.iter(epoch, 0, &device) {
-            batches.push(item.context("reading a training batch")?);
-            if batches.len() >= needed {
-                break;
-            }
-        }
-        if batches.len() == before {
-            bail!("the training loader yields no batch");
-        }
-        epoch += 1;
-    }
-    let batch_size = batches[0].images.len();
-    let side = batches[0].images.padded_size();
-
-    let scratch = Scratch(std::env::temp_dir().join(format!(
-        "kdet-bench-train-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    )));
-    let (student_params, teacher_params) = (student.num_params(), teacher.num_params());
-    let mut student_trainer = Trainer::new(
-        experiment.train.clone(),
-        scratch.0.join("student"),
-        TrainableDetector(student),
-        train_loader(&experiment, train.clone())?,
-        &device,
-    )
-    .context("setting up the student step")?;
-    let mut distill_trainer = Trainer::new(
-        experiment.train.clone(),
-        scratch.0.join("distill"),
-        distiller,
-        train_loader(&experiment, train)?,
-        &device,
-    )
-    .context("setting up the distill step")?;
-
-    let mut times: [Vec<f64>; 3] = Default::default();
-    let mut peaks: [Option<f64>; 3] = [None; 3];
-    // What the device's allocator holds after each phase (GPU backends; flex reports none).
-    let mut reserved: [Option<f64>; 3] = [None; 3];
-    let (mut teacher_inside, mut kd_inside) = (Vec::new(), Vec::new());
-    for (i, batch) in batches.into_iter().enumerate() {
-        let timed = i >= args.warmup;
-        for k in 0..3 {
-            let phase = (i + k) % 3;
-            reset_peak_rss();
-            let t0 = Instant::now();
-            match phase {
-                0 => {
-                    student_trainer
-                        .bench_step(batch.clone())
-                        .context("student step")?;
-                    device.sync().context("waiting for the device")?;
-                }
-                1 => {
-                    let out = teacher.forward(&plain_batch(&batch)?);
-                    plain.sync().context("waiting for the device")?;
-                    drop(out);
-                }
-                _ => {
-                    let losses = distill_trainer
-                        .bench_step(batch.clone())
-                        .context("distill step")?;
-                    device.sync().context("waiting for the device")?;
-                    if timed {
-                        for (name, v) in losses {
-                            match name.as_str() {
-                                "time.teacher_ms" => teacher_inside.push(v),
-                                "time.kd_ms" => kd_inside.push(v),
-                                _ => {}
-                            }
-                        }
-                    }
-                }
-            }
-            let ms = t0.elapsed().as_secs_f64() * 1e3;
-            if timed {
-                times[phase].push(ms);
-                if let Some(p) = peak_rss_mib() {
-                    peaks[phase] = Some(peaks[phase].map_or(p, |q: f64| q.max(p)));
-                }
-                if let Some(u) = plain.memory_pool_usage() {
-                    let mib = u.bytes_reserved as f64 / (1024.0 * 1024.0);
-                    reserved[phase] = Some(reserved[phase].map_or(mib, |q: f64| q.max(mib)));
-                }
-            }
-        }
-    }
-    drop(scratch);
-
+    let b = train_bench(&experiment, &choice.autodiff()?, options)
+        .with_context(|| args.config.display().to_string())?;
+    let teacher_path = experiment
+        .teacher
+        .as_ref()
+        .map(|t| t.path().display().to_string())
+        .unwrap_or_default();
+    let (times, peaks, reserved) = (&b.times, &b.peaks, &b.reserved);
+    let (teacher_inside, kd_inside) = (&b.teacher_inside, &b.kd_inside);
+    let (batch_size, side, loader_rate) = (b.batch_size, b.input_size, b.loader_rate);
+    let (student_params, teacher_params) = (b.student_params, b.teacher_params);
     let med = |v: &[f64]| median(&mut v.to_vec());
     let (s, t, d) = (med(&times[0]), med(&times[1]), med(&times[2]));
     let overhead = d / (s + t);
     println!(
         "{} (teacher {}): batch {batch_size} of {}x{}, {} warm-up + {} timed iterations, {threads} CPU threads, --device {choice} ({})",
         args.config.display(),
-        teacher_path.display(),
+        teacher_path,
         side.height,
         side.width,
         args.warmup,
@@ -316,8 +152,8 @@ fn bench(args: TrainBenchArgs, threads: usize) -> Result<()> {
     if !kd_inside.is_empty() {
         println!(
             "inside the distill step (medians): teacher forward {:.1} ms, KD terms {:.1} ms",
-            med(&teacher_inside),
-            med(&kd_inside)
+            med(teacher_inside),
+            med(kd_inside)
         );
     }
     println!(
@@ -332,7 +168,7 @@ fn bench(args: TrainBenchArgs, threads: usize) -> Result<()> {
             out,
             &json!({
                 "config": args.config.display().to_string(),
-                "teacher": teacher_path.display().to_string(),
+                "teacher": teacher_path,
                 "backend": choice.backend(),
                 "device": choice.to_string(),
                 "threads": threads,
@@ -345,8 +181,8 @@ fn bench(args: TrainBenchArgs, threads: usize) -> Result<()> {
                     "student_step": stats(&times[0]),
                     "teacher_forward": stats(&times[1]),
                     "distill_step": stats(&times[2]),
-                    "distill_teacher_inside": stats(&teacher_inside),
-                    "distill_kd_terms": stats(&kd_inside),
+                    "distill_teacher_inside": stats(teacher_inside),
+                    "distill_kd_terms": stats(kd_inside),
                 },
                 "samples_ms": {
                     "student_step": times[0],

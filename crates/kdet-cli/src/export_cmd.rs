@@ -46,7 +46,7 @@ use kdet_models::weights::{
     ImportOptions, StateDict, WeightSource, load_detector, save_safetensors,
 };
 
-use crate::eval_cmd::{detector_of, read_checkpoint};
+use kdet_run::models::{detector_of, read_checkpoint};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ExportFormat {

@@ -5,13 +5,13 @@
 
 mod bench_cmd;
 mod bench_train;
+mod config_cmd;
 mod convert_cmd;
 mod data_cmd;
 mod demo_cmd;
 mod device;
 mod draw;
 mod eval_cmd;
-mod experiment;
 mod export_cmd;
 mod predict_cmd;
 mod report;
@@ -57,9 +57,10 @@ enum Command {
     /// Measure inference speed (results for docs/benchmarks.md).
     #[command(subcommand)]
     Bench(bench_cmd::BenchCommand),
-    /// Print experiment presets and resolved experiment files.
+    /// Print resolved experiments (presets, files, with `--set`), the shipped configs and
+    /// the distillation methods.
     #[command(subcommand)]
-    Config(experiment::ConfigCommand),
+    Config(config_cmd::ConfigCommand),
 }
 
 fn main() {
@@ -70,7 +71,7 @@ fn main() {
         Command::Eval(a) => eval_cmd::run(a),
         Command::Train(a) => train_cmd::run(a),
         Command::Distill(a) => train_cmd::run_distill(a),
-        Command::Config(c) => experiment::run(c),
+        Command::Config(c) => config_cmd::run(c),
         Command::Bench(c) => bench_cmd::run(c),
         Command::Convert(a) => convert_cmd::run(a),
         Command::Export(a) => export_cmd::run(a),

@@ -37,8 +37,8 @@ use kdet_structures::{ImageSize, Instances, LabelMap};
 use serde_json::json;
 
 use crate::draw::{class_color, draw_detections, png_bytes};
-use crate::eval_cmd::{detector_of, read_checkpoint};
-use crate::experiment::Experiment;
+use kdet_run::models::{detector_of, read_checkpoint};
+use kdet_run::{DataSource, Experiment};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
@@ -312,7 +312,7 @@ fn image_header_size(path: &Path) -> Result<(u32, u32)> {
 /// a warning.
 fn class_labels(experiment: &Experiment) -> Result<LabelMap> {
     let num_classes = experiment.model.num_classes();
-    if experiment.data.synth.is_some() {
+    if experiment.synth().is_some() {
         let cats: Vec<Category> = CLASS_NAMES
             .iter()
             .enumerate()
@@ -325,10 +325,11 @@ fn class_labels(experiment: &Experiment) -> Result<LabelMap> {
         return LabelMap::from_categories(&cats).map_err(anyhow::Error::msg);
     }
     let mut problems = Vec::new();
-    for json in [&experiment.data.val_json, &experiment.data.train_json]
-        .into_iter()
-        .flatten()
-    {
+    let jsons = match &experiment.data.source {
+        DataSource::Coco(c) => vec![&c.val_json, &c.train_json],
+        DataSource::Synth(_) => Vec::new(),
+    };
+    for json in jsons {
         match read_categories(json) {
             Ok(labels) if labels.len() == num_classes => return Ok(labels),
             Ok(labels) => problems.push(format!(

@@ -20,7 +20,7 @@ mod page;
 mod runs;
 mod svg;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -31,34 +31,57 @@ use runs::load_run;
 pub struct ReportArgs {
     /// Run directories of `kdet train` / `kdet distill` (finished or still training).
     #[arg(required = true, value_name = "RUN_DIR")]
-    pub(crate) runs: Vec<PathBuf>,
+    runs: Vec<PathBuf>,
     /// One label per run, comma-separated (e.g. `teacher,student,distilled`) [default: the
     /// directory names]. Gains are over the run labelled `student`, else the second run.
     #[arg(long, value_delimiter = ',', value_name = "LABEL,...")]
-    pub(crate) labels: Option<Vec<String>>,
+    labels: Option<Vec<String>>,
     /// The HTML file [default: `report.html` in the run directory, or in the first run
     /// directory's parent when several runs are given].
     #[arg(long, value_name = "FILE")]
-    pub(crate) out: Option<PathBuf>,
+    out: Option<PathBuf>,
     /// Validation images in the prediction grid (0: no grid).
     #[arg(long, value_name = "N", default_value_t = 8)]
-    pub(crate) images: usize,
+    images: usize,
     /// Validation data for the grid, instead of the first run's `config.toml`: a split
     /// folder (`annotations.json` + `images/`) or a `kdet data synth` folder (its `val`).
     #[arg(long, value_name = "DATA_DIR")]
-    pub(crate) data: Option<PathBuf>,
+    data: Option<PathBuf>,
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
     let labels = labels(&args)?;
+    write_report(
+        &args.runs,
+        Some(&labels),
+        args.out.as_deref(),
+        args.images,
+        args.data.as_deref(),
+    )
+}
+
+/// Writes the report of `run_dirs` (labelled `labels`, default: the directory names) to
+/// `out` (default: see `--out`), with `images` validation images from `data` (default:
+/// the first run's experiment).
+pub fn write_report(
+    run_dirs: &[PathBuf],
+    labels: Option<&[String]>,
+    out: Option<&Path>,
+    images: usize,
+    data: Option<&Path>,
+) -> Result<()> {
     let mut runs = Vec::new();
-    for (dir, label) in args.runs.iter().zip(labels) {
+    for (i, dir) in run_dirs.iter().enumerate() {
+        let label = match labels {
+            Some(l) => l[i].clone(),
+            None => dir_label(dir),
+        };
         runs.push(load_run(dir, label)?);
     }
-    let out = match &args.out {
-        Some(p) => p.clone(),
-        None if runs.len() == 1 => args.runs[0].join("report.html"),
-        None => match args.runs[0].parent() {
+    let out = match out {
+        Some(p) => p.to_path_buf(),
+        None if runs.len() == 1 => run_dirs[0].join("report.html"),
+        None => match run_dirs[0].parent() {
             Some(p) if !p.as_os_str().is_empty() => p.join("report.html"),
             _ => PathBuf::from("report.html"),
         },
@@ -67,7 +90,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
         .iter()
         .flat_map(|r| r.notes.iter().map(move |n| format!("{}: {n}", r.label)))
         .collect();
-    let grid = grid::image_grid(&runs, args.images, args.data.as_deref(), &mut notes)?;
+    let grid = grid::image_grid(&runs, images, data, &mut notes)?;
     let page = page::page(&runs, &notes, &grid);
     kdet_data::image_io::write_atomic(&out, page.as_bytes())
         .with_context(|| format!("writing the report {}", out.display()))?;
@@ -86,19 +109,18 @@ pub fn run(args: ReportArgs) -> Result<()> {
     Ok(())
 }
 
+/// A run's directory name.
+fn dir_label(d: &Path) -> String {
+    d.file_name().map_or_else(
+        || d.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
 /// `--labels`, or the directory names.
 fn labels(args: &ReportArgs) -> Result<Vec<String>> {
     let Some(labels) = &args.labels else {
-        return Ok(args
-            .runs
-            .iter()
-            .map(|d| {
-                d.file_name().map_or_else(
-                    || d.display().to_string(),
-                    |n| n.to_string_lossy().into_owned(),
-                )
-            })
-            .collect());
+        return Ok(args.runs.iter().map(|d| dir_label(d)).collect());
     };
     if labels.len() != args.runs.len() {
         bail!(

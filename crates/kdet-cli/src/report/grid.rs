@@ -9,7 +9,7 @@
 //! CSS background of its cells) and each cell is a transparent PNG of what was drawn: the
 //! built-in images are noisy (~40 KB of PNG each at 128 px), a drawing is ~1 KB.
 
-use crate::eval_cmd::split_folder;
+use kdet_run::evaluate::split_folder;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -299,7 +299,7 @@ pub fn image_grid(
         Some(dir) => Some(split_folder(dir)?),
         None => runs
             .iter()
-            .filter_map(|r| r.experiment.as_ref()?.split_paths().ok())
+            .filter_map(|r| Some(r.experiment.as_ref()?.split_paths()))
             .map(|p| (p.val_json, p.val_images))
             .next(),
     };
@@ -327,7 +327,7 @@ pub fn image_grid(
         let val_json = r
             .experiment
             .as_ref()
-            .and_then(|e| e.split_paths().ok())
+            .map(|e| e.split_paths())
             .map(|p| p.val_json);
         if data.is_none()
             && let Some(v) = val_json

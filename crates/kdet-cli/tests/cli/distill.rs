@@ -253,7 +253,9 @@ fn a_safetensors_teacher_distils_as_its_checkpoint_and_errors_name_the_keys() {
     assert_eq!(crc(&out), want);
     let resolved = std::fs::read_to_string(run.join("config.toml")).expect("config.toml");
     assert!(
-        resolved.contains("teacher_source = \"kdet\"") && resolved.contains(&tiny),
+        resolved.contains("[teacher.weights]")
+            && resolved.contains("source = \"kdet\"")
+            && resolved.contains(&tiny),
         "{resolved}"
     );
     let fail = |name: &str, keys: &str| {
@@ -283,7 +285,7 @@ fn a_safetensors_teacher_distils_as_its_checkpoint_and_errors_name_the_keys() {
         &format!("teacher_model = {tiny:?}\nteacher_source = \"mmdet-yolox\""),
     );
     assert!(
-        e.contains("teacher_source") && e.contains("mmdet-yolox"),
+        e.contains("at `teacher.weights.source = \"mmdet-yolox\"`"),
         "{e}"
     );
     // A backbone's layout, another head family's layout.
@@ -310,7 +312,7 @@ fn a_safetensors_teacher_distils_as_its_checkpoint_and_errors_name_the_keys() {
     );
     for part in [
         "teacher.safetensors",
-        "teacher_model",
+        "teacher.weights",
         "missing (in the model, not in the file): head.cls_convs.2.conv.weight",
         "head.reg_convs.2.norm.gamma",
     ] {

@@ -330,7 +330,7 @@ fn config_errors_name_the_key_or_the_path() {
         &s(&dir.path().join("r2")),
     ]);
     assert!(
-        err.contains("data.train_json") && err.contains(&s(&missing)),
+        err.contains("data.coco.train_json") && err.contains(&s(&missing)),
         "{err}"
     );
     // A missing config file and a missing run are named too.
@@ -400,4 +400,87 @@ fn shipped_configs_parse_validate_and_equal_their_presets() {
     let mut want: Vec<String> = presets.lines().map(str::to_string).collect();
     want.sort();
     assert_eq!(found, want);
+}
+
+/// `--set` overrides keys of any section (lists indexed by number), names unknown keys,
+/// and `kdet config methods` lists the methods the scripts use.
+#[test]
+fn set_overrides_keys_and_names_unknown_ones() {
+    let printed = ok(&[
+        "config",
+        "print",
+        "--config",
+        "configs/distill/ld_gfl_synth.toml",
+        "--set",
+        "distill.losses.0.weight=0.5",
+        "--set",
+        "train.seed=3",
+        "--set",
+        "data.synth.root=\"elsewhere\"",
+        "--set",
+        "eval.max_images=7",
+    ]);
+    let t: toml::Table = toml::from_str(&printed).expect("TOML");
+    assert_eq!(t["distill"]["losses"][0]["weight"].as_float(), Some(0.5));
+    assert_eq!(t["train"]["seed"].as_integer(), Some(3));
+    assert_eq!(t["data"]["synth"]["root"].as_str(), Some("elsewhere"));
+    assert_eq!(t["eval"]["max_images"].as_integer(), Some(7));
+    let err = fails(&[
+        "config",
+        "print",
+        "--config",
+        "configs/gfl_synth_student.toml",
+        "--set",
+        "train.sed=3",
+    ]);
+    assert!(
+        err.contains("`--set train.sed=3` adds `train.sed`"),
+        "{err}"
+    );
+    let err = fails(&[
+        "config",
+        "print",
+        "--config",
+        "configs/gfl_synth_student.toml",
+        "--set",
+        "train.seed",
+    ]);
+    assert!(err.contains("KEY=VALUE"), "{err}");
+    let methods = ok(&["config", "methods"]);
+    for m in ["ld", "fgd", "pkd"] {
+        assert!(methods.lines().any(|l| l == m), "{m} in {methods}");
+    }
+}
+
+/// The shipped configs are inside the binary: from an empty folder, `--config
+/// configs/NAME` still resolves (and equals the checkout's file).
+#[test]
+fn shipped_configs_are_found_from_any_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let here = ok(&[
+        "config",
+        "print",
+        "--config",
+        "configs/distill/pkd_gfl_synth.toml",
+    ]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kdet"))
+        .args([
+            "config",
+            "print",
+            "--config",
+            "configs/distill/pkd_gfl_synth.toml",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("kdet runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Relative paths resolve against the working directory, which differs.
+    let there = stdout(&out);
+    assert_eq!(here.lines().count(), there.lines().count());
+    assert!(there.contains("pkd"), "{there}");
+    let shipped = ok(&["config", "shipped"]);
+    assert!(
+        shipped.lines().any(|l| l == "distill/ld_gfl_synth.toml"),
+        "{shipped}"
+    );
 }

@@ -1,10 +1,9 @@
 //! The named experiments the shipped `configs/*.toml` are written from (a test checks that
-//! every file equals its preset), and `kdet config`.
+//! every file equals its preset).
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand};
+use anyhow::{Context, Result};
 use kdet_data::synth::CLASS_NAMES;
 use kdet_models::backbone::{BackboneConfig, BackboneNorm, ResNetConfig, SmallResNetConfig};
 use kdet_models::heads::gfl::GflHeadConfig;
@@ -16,7 +15,9 @@ use kdet_train::{
     TrainConfig, WarmupConfig,
 };
 
-use super::{DataConfig, EvalConfig, Experiment, LoaderSettings, SynthData};
+use crate::experiment::{
+    CocoData, DataConfig, DataSource, EvalConfig, Experiment, LoaderSettings, SynthData,
+};
 
 /// Names of the presets; `configs/<name>.toml` is each one written out with comments.
 pub const PRESET_NAMES: &[&str] = &[
@@ -25,6 +26,19 @@ pub const PRESET_NAMES: &[&str] = &[
     "gfl_synth_student",
     "gfl_synth_student_narrow",
 ];
+
+/// The named preset, resolved; the error lists the names.
+pub fn resolved(name: &str) -> Result<Experiment> {
+    preset(name)
+        .with_context(|| {
+            format!(
+                "no preset named `{name}` (presets: {})",
+                PRESET_NAMES.join(", ")
+            )
+        })?
+        .resolve()
+        .with_context(|| format!("preset {name}"))
+}
 
 /// The named experiment, unresolved (as its shipped file reads).
 pub fn preset(name: &str) -> Option<Experiment> {
@@ -48,20 +62,19 @@ pub fn preset(name: &str) -> Option<Experiment> {
 
 /// GFL-R50-FPN 1x on COCO (mmdetection `configs/gfl/gfl_r50_fpn_1x_coco.py`).
 fn gfl_r50_fpn_1x_coco() -> Experiment {
-    let coco = |p: &str| Some(PathBuf::from("data/coco").join(p));
+    let coco = |p: &str| PathBuf::from("data/coco").join(p);
     Experiment {
         pretrained: None,
         pretrained_source: None,
         teacher: None,
-        teacher_model: None,
-        teacher_source: None,
         distill: None,
         data: DataConfig {
-            synth: None,
-            train_json: coco("annotations/instances_train2017.json"),
-            train_images: coco("train2017"),
-            val_json: coco("annotations/instances_val2017.json"),
-            val_images: coco("val2017"),
+            source: DataSource::Coco(CocoData {
+                train_json: coco("annotations/instances_train2017.json"),
+                train_images: coco("train2017"),
+                val_json: coco("annotations/instances_val2017.json"),
+                val_images: coco("val2017"),
+            }),
             size_divisor: 32,
             train_transforms: None,
             test_transforms: None,
@@ -118,21 +131,15 @@ fn synth_experiment(backbone: SmallResNetConfig, channels: usize) -> Experiment 
         pretrained: None,
         pretrained_source: None,
         teacher: None,
-        teacher_model: None,
-        teacher_source: None,
         distill: None,
         data: DataConfig {
-            synth: Some(SynthData {
+            source: DataSource::Synth(SynthData {
                 root: PathBuf::from("data/synth"),
                 seed: 0,
                 train_images: 1000,
                 val_images: 250,
                 image_size: 128,
             }),
-            train_json: None,
-            train_images: None,
-            val_json: None,
-            val_images: None,
             size_divisor: 32,
             train_transforms: None,
             test_transforms: None,
@@ -175,89 +182,32 @@ fn synth_experiment(backbone: SmallResNetConfig, channels: usize) -> Experiment 
     }
 }
 
-// ------------------------------------------------------------------------ kdet config
-
-#[derive(Subcommand, Debug)]
-pub enum ConfigCommand {
-    /// Print an experiment as complete TOML: a named preset (what `configs/NAME.toml`
-    /// holds, without its comments) or a file after parsing, defaults and validation.
-    Print(PrintArgs),
-    /// List the preset names.
-    Presets,
-}
-
-#[derive(Args, Debug)]
-pub struct PrintArgs {
-    /// A preset name (see `kdet config presets`).
-    #[arg(long, conflicts_with = "config", required_unless_present = "config")]
-    preset: Option<String>,
-    /// An experiment file.
-    #[arg(long, value_name = "EXPERIMENT.toml")]
-    config: Option<PathBuf>,
-}
-
-pub fn run(cmd: ConfigCommand) -> Result<()> {
-    match cmd {
-        ConfigCommand::Presets => {
-            for name in PRESET_NAMES {
-                println!("{name}");
-            }
-            Ok(())
-        }
-        ConfigCommand::Print(a) => {
-            let experiment = match (&a.preset, &a.config) {
-                (Some(name), _) => preset(name)
-                    .with_context(|| {
-                        format!(
-                            "no preset named `{name}` (presets: {})",
-                            PRESET_NAMES.join(", ")
-                        )
-                    })?
-                    .resolve()
-                    .with_context(|| format!("preset {name}"))?,
-                (None, Some(path)) => Experiment::load(path)?,
-                (None, None) => bail!("give --preset NAME or --config FILE"),
-            };
-            print!("{}", experiment.to_toml()?);
-            Ok(())
-        }
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use kdet_data::TransformConfig;
 
-    fn configs_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs")
-    }
-
-    /// Every shipped `configs/*.toml` parses, validates and equals the preset of its name
-    /// (compared as JSON values: the model configs have no `PartialEq`), and every preset
-    /// has its file.
+    /// Every shipped top-level config (`configs/*.toml`, embedded in the binary) parses,
+    /// validates and equals the preset of its name (compared as JSON values: the model
+    /// configs have no `PartialEq`), and every preset has its file.
     #[test]
     fn shipped_configs_equal_their_presets() {
         let mut seen = Vec::new();
-        for entry in std::fs::read_dir(configs_dir()).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_none_or(|e| e != "toml") {
-                continue;
-            }
-            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-            let file = Experiment::load(&path).unwrap_or_else(|e| panic!("{e:#}"));
-            let preset = preset(&name)
-                .unwrap_or_else(|| panic!("{} has no preset", path.display()))
+        for name in crate::shipped::config_names().filter(|n| !n.contains('/')) {
+            let stem = name.trim_end_matches(".toml");
+            let file = Experiment::load(&PathBuf::from(format!("builtin:{name}")))
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            let preset = preset(stem)
+                .unwrap_or_else(|| panic!("{name} has no preset"))
                 .resolve()
                 .unwrap();
             assert_eq!(
                 serde_json::to_value(&file).unwrap(),
                 serde_json::to_value(&preset).unwrap(),
-                "{} differs from preset {name}",
-                path.display()
+                "{name} differs from preset {stem}"
             );
-            seen.push(name);
+            seen.push(stem.to_string());
         }
         seen.sort();
         let mut want: Vec<String> = PRESET_NAMES.iter().map(|s| s.to_string()).collect();

@@ -1,0 +1,254 @@
+//! The main job on the built-in data, end to end (`kdet demo`):
+//!
+//! 1. writes the synthetic dataset (`data/synth`, as every shipped config) when missing;
+//! 2. takes the shipped teacher ([`crate::shipped::teacher`]) or, with `train_teacher`,
+//!    trains it (`configs/gfl_synth_teacher.toml`);
+//! 3. trains the student alone (`configs/distill/baseline_gfl_synth.toml`) and distils it
+//!    with the method (`configs/distill/<method>_gfl_synth.toml`), same seed, schedule and
+//!    data order: the setting of the distillation benchmark (`docs/benchmarks.md`);
+//! 4. evaluates the three on the validation split, times their inference and writes
+//!    `summary.json`.
+//!
+//! The configs are the ones shipped in the binary. Every stage is a [`crate::run::stage`]:
+//! rerunning with the same `out` reuses finished stages and resumes interrupted ones, and
+//! refuses a stage folder made from other settings. `quick` runs every stage on a 60-step
+//! schedule (into `OUT/quick/`): it proves the pipeline in a couple of minutes; its numbers
+//! mean nothing.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::module::Module;
+use burn::tensor::Device;
+use kdet_train::config::{DecayConfig, Duration, WarmupConfig};
+
+use crate::document::{ConfigFile, Override};
+use crate::evaluate::EvalSplit;
+use crate::experiment::{DataSource, Experiment, TeacherConfig};
+use crate::files::{CocoStats, DemoSummary, EVAL_FILE, EvalFile, SUMMARY_FILE, SummaryRow};
+use crate::models::load_detector;
+use crate::run::stage;
+use crate::timing::{median, random_batch, time_inference};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Where the runs, the summary and the report go.
+    pub out: PathBuf,
+    /// Every stage on a 60-step schedule, into `out/quick`.
+    pub quick: bool,
+    /// The distillation method (`configs/distill/<method>_gfl_synth.toml`).
+    pub method: String,
+    /// Seed of the student runs.
+    pub seed: u64,
+    /// Train the teacher instead of using the shipped one.
+    pub train_teacher: bool,
+    /// Where the built-in dataset is [default: the configs' `data/synth`].
+    pub data: Option<PathBuf>,
+    /// `--set` overrides: every one applies to both students except `distill.*` (the
+    /// distilled student's only); the trained teacher takes the `data.*` ones.
+    pub overrides: Vec<Override>,
+}
+
+/// One row of the comparison.
+#[derive(Debug, Clone)]
+pub struct DemoRow {
+    pub label: String,
+    pub run: PathBuf,
+    pub params: usize,
+    pub ms_per_image: f64,
+    pub stats: CocoStats,
+}
+
+/// What the demo computed.
+#[derive(Debug, Clone)]
+pub struct DemoResult {
+    /// The folder of the runs (`out`, or `out/quick`).
+    pub dir: PathBuf,
+    /// Teacher, student, distilled student.
+    pub rows: Vec<DemoRow>,
+    /// What `summary.json` holds.
+    pub summary: DemoSummary,
+    /// The built-in data's root (the validation images of the report).
+    pub data_root: Option<PathBuf>,
+}
+
+/// `quick`: 60 steps, evaluation at the end only.
+fn shorten(e: &mut Experiment) {
+    let t = &mut e.train;
+    t.schedule.total = Duration::Iterations(60);
+    t.schedule.warmup = Some(WarmupConfig {
+        iterations: 10,
+        ratio: 0.001,
+    });
+    t.schedule.decay = DecayConfig::Step {
+        milestones: vec![Duration::Iterations(45)],
+        gamma: 0.1,
+    };
+    t.log_every = 10;
+    t.eval_every = Some(Duration::Iterations(60));
+    t.checkpoint.every = Duration::Iterations(30);
+}
+
+/// The first segment of an override's key.
+fn first_key(o: &Override) -> Option<&str> {
+    o.key.first().map(String::as_str)
+}
+
+/// A shipped config with the overrides that `keep` selects.
+fn shipped(
+    name: &str,
+    options: &DemoOptions,
+    keep: impl Fn(&Override) -> bool,
+) -> Result<Experiment> {
+    let overrides: Vec<Override> = options
+        .overrides
+        .iter()
+        .filter(|o| keep(o))
+        .cloned()
+        .collect();
+    let file = ConfigFile::find(Path::new(&format!("{}{name}", crate::document::BUILTIN)))?;
+    let mut e = Experiment::load_file(&file, &overrides)?;
+    if let (Some(dir), DataSource::Synth(s)) = (&options.data, &mut e.data.source) {
+        s.root = dir.clone();
+    }
+    if options.quick {
+        shorten(&mut e);
+    }
+    e.absolutize_paths()?;
+    Ok(e)
+}
+
+/// Runs the demo on `device` (autodiff; models are evaluated and timed on the plain device
+/// beneath it).
+pub fn run_demo(options: &DemoOptions, device: &Device) -> Result<DemoResult> {
+    let t0 = Instant::now();
+    let out = if options.quick {
+        options.out.join("quick")
+    } else {
+        options.out.clone()
+    };
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+
+    // The teacher.
+    let teacher_run = out.join("teacher");
+    let teacher_ckpt = if options.train_teacher {
+        let e = shipped("gfl_synth_teacher.toml", options, |o| {
+            first_key(o) == Some("data")
+        })?;
+        stage("teacher", e, &teacher_run, device).context("demo")?;
+        teacher_run.join(kdet_train::checkpoint::LAST)
+    } else {
+        crate::shipped::teacher(&options.out.join("shipped-teacher"))?
+    };
+
+    // Baseline and distilled students.
+    let mut students = Vec::new();
+    for (label, file) in [
+        ("student".to_string(), "baseline".to_string()),
+        (
+            format!("student + {}", options.method),
+            options.method.clone(),
+        ),
+    ] {
+        let baseline = file == "baseline";
+        let mut e = shipped(&format!("distill/{file}_gfl_synth.toml"), options, |o| {
+            !(baseline && first_key(o) == Some("distill"))
+        })?;
+        e.train.seed = options.seed;
+        e.teacher = Some(TeacherConfig::Checkpoint(teacher_ckpt.clone()));
+        e.absolutize_paths()?;
+        let run = out.join(format!("{file}-seed{}", options.seed));
+        let outcome = stage(&label, e.clone(), &run, device).context("demo")?;
+        students.push((label, run, outcome.eval, e));
+    }
+
+    // The teacher on the students' validation split (its eval.json / predictions.json, so
+    // the report can show it beside them). The students' experiment gives the data: the
+    // teacher's stored one names the folders of the machine it was trained on.
+    let data = students[0].3.clone();
+    let plain = device.clone().inner();
+    let (teacher, _, ckpt) = load_detector(&teacher_ckpt, &plain)?;
+    let teacher_eval_path = teacher_run.join(EVAL_FILE);
+    let teacher_eval = if teacher_eval_path.is_file() {
+        EvalFile::read(&teacher_eval_path)?
+    } else {
+        println!("== teacher: evaluating {}", teacher_ckpt.display());
+        std::fs::create_dir_all(&teacher_run)?;
+        let paths = data.split_paths();
+        let val = EvalSplit::load(
+            &paths.val_json,
+            &paths.val_images,
+            &data,
+            data.eval.batch_size,
+        )?;
+        let evaluated = val.evaluate(&teacher, None, true)?;
+        let mut file = evaluated.eval_file();
+        file.checkpoint = Some(teacher_ckpt.clone());
+        file.step = Some(ckpt.meta.step);
+        evaluated.write_run_files(&teacher_run, &val, &file)?;
+        // The teacher's training log and experiment, when shipped beside the checkpoint,
+        // for the report's curves and parameter count.
+        for name in ["metrics.jsonl", "config.toml"] {
+            let from = teacher_ckpt.with_file_name(name);
+            if from.is_file() && !teacher_run.join(name).is_file() {
+                std::fs::copy(&from, teacher_run.join(name))?;
+            }
+        }
+        file
+    };
+
+    // Parameters, inference time and AP of the three.
+    let side = data.synth().map_or(128, |s| s.image_size);
+    let batch = random_batch(1, side, data.data.size_divisor as u32, &plain)?;
+    let iters = if options.quick { 10 } else { 30 };
+    let mut rows = Vec::new();
+    let mut entries = vec![("teacher".to_string(), teacher_run.clone(), teacher_eval)];
+    entries.extend(students.into_iter().map(|(l, r, e, _)| (l, r, e)));
+    for (label, run, eval) in entries {
+        let model = if label == "teacher" {
+            teacher.clone()
+        } else {
+            load_detector(&run, &plain)?.0
+        };
+        let mut timings = time_inference(&model, &batch, 3, iters)?;
+        rows.push(DemoRow {
+            label,
+            run,
+            params: model.num_params(),
+            ms_per_image: median(&mut timings.total),
+            stats: eval.stats,
+        });
+    }
+    let summary = DemoSummary {
+        method: options.method.clone(),
+        seed: options.seed,
+        quick: options.quick,
+        teacher: teacher_ckpt,
+        rows: rows
+            .iter()
+            .map(|r| SummaryRow {
+                label: r.label.clone(),
+                run: r.run.clone(),
+                parameters: r.params,
+                ms_per_image: r.ms_per_image,
+                ap: r.stats.ap,
+                ap50: r.stats.ap50,
+                ap75: r.stats.ap75,
+                ap_small: r.stats.ap_small,
+                ap_medium: r.stats.ap_medium,
+                ap_large: r.stats.ap_large,
+            })
+            .collect(),
+        gain_ap: rows[2].stats.ap - rows[1].stats.ap,
+        wall_s: t0.elapsed().as_secs_f64(),
+    };
+    summary.write(&out.join(SUMMARY_FILE))?;
+    Ok(DemoResult {
+        dir: out,
+        rows,
+        summary,
+        data_root: data.synth().map(|s| s.root.clone()),
+    })
+}

@@ -1,0 +1,270 @@
+//! Building the models of an experiment: the student (with its `pretrained` backbone),
+//! the teacher (a checkpoint or a weights file, on a plain device), the distiller, and the
+//! detector stored in a checkpoint. The only module that calls `kdet_distill`'s
+//! `Distiller`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use burn::module::{Devices, Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor};
+use kdet_data::DetectionBatch;
+use kdet_distill::Distiller;
+use kdet_distill::distiller::DistilledStudent;
+use kdet_distill::recipe::RecipeConfig;
+use kdet_models::weights::{ImportOptions, load_detector_file};
+use kdet_models::{Detector, LossDict};
+use kdet_structures::ImageSize;
+use kdet_train::{Checkpoint, TrainStep, last_checkpoint_path};
+
+use crate::experiment::{Experiment, TeacherConfig, TeacherWeights, load_model_config};
+
+/// A [`Detector`] as the training loop sees it. `Module` is delegated field-less, so its
+/// records (checkpoints) have exactly the detector's parameter paths and load into a plain
+/// `Detector`.
+///
+/// (The wrapper exists because `TrainStep` and `Detector` live in other crates.)
+#[derive(Debug, Clone)]
+pub struct TrainableDetector(pub Detector);
+
+impl Module for TrainableDetector {
+    fn collect_devices(&self, devices: Devices) -> Devices {
+        self.0.collect_devices(devices)
+    }
+    fn fork(self, device: &Device) -> Self {
+        Self(self.0.fork(device))
+    }
+    fn to_device(self, device: &Device) -> Self {
+        Self(self.0.to_device(device))
+    }
+    fn train(self) -> Self {
+        Self(self.0.train())
+    }
+    fn valid(&self) -> Self {
+        Self(self.0.valid())
+    }
+    fn materialize(self) -> Self {
+        Self(self.0.materialize())
+    }
+    fn visit<V: ModuleVisitor>(&self, visitor: &mut V) {
+        self.0.visit(visitor)
+    }
+    fn map<M: ModuleMapper>(self, mapper: &mut M) -> Self {
+        Self(self.0.map(mapper))
+    }
+}
+
+impl TrainStep for TrainableDetector {
+    /// Forward, ATSS assignment and the head's task losses.
+    fn losses(&self, batch: &DetectionBatch, _step: u64) -> LossDict {
+        let (_, _, losses) = self.0.forward_loss(&batch.images, &batch.targets);
+        losses
+    }
+}
+
+/// What the run loop needs of a trained model besides [`TrainStep`]: the detector that is
+/// evaluated and exported (the model itself, or a distiller's student).
+pub trait RunModel: TrainStep {
+    fn detector(&self) -> &Detector;
+}
+
+impl RunModel for TrainableDetector {
+    fn detector(&self) -> &Detector {
+        &self.0
+    }
+}
+
+impl RunModel for Distiller {
+    fn detector(&self) -> &Detector {
+        &self.student
+    }
+}
+
+/// CRC-32 of every float parameter's bytes in visiting order: equal for bit-identical
+/// weights (checkpoint files differ anyway: burn gives parameters random ids).
+pub fn weights_crc32<M: Module>(model: &M) -> u32 {
+    struct Crc(crc32fast::Hasher);
+    impl ModuleVisitor for Crc {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.update(param.val().into_data().as_bytes());
+        }
+    }
+    let mut crc = Crc(crc32fast::Hasher::new());
+    model.visit(&mut crc);
+    crc.0.finalize()
+}
+
+/// The model a run trains, with its `pretrained` backbone weights on a new run (a resumed
+/// run reads every weight from its checkpoint).
+pub fn student_model(e: &Experiment, device: &Device, load_pretrained: bool) -> Result<Detector> {
+    let (model, report) = e.init_model(device, load_pretrained)?;
+    if let Some(report) = report {
+        println!("pretrained backbone: {report}");
+    }
+    Ok(model)
+}
+
+/// The experiment's distiller: its teacher loaded on the plain device beneath `device`,
+/// its student built on `device` (the order matters: both draw from the seeded backend
+/// RNG), checked against the recipe.
+pub fn distiller(e: &Experiment, device: &Device, load_pretrained: bool) -> Result<Distiller> {
+    let (Some(teacher), Some(recipe)) = (&e.teacher, &e.distill) else {
+        bail!(
+            "distillation needs a `teacher` and a `[distill]` section in the experiment (use `kdet train` without them)"
+        );
+    };
+    let teacher = load_teacher(teacher, e, &device.clone().inner())?;
+    let student = student_model(e, device, load_pretrained)?;
+    distiller_of(student, teacher, recipe, e)
+}
+
+/// A distiller of `student` and `teacher` with the recipe, checked before the first step;
+/// reports what `inherit` could not copy.
+pub fn distiller_of(
+    student: Detector,
+    teacher: Detector,
+    recipe: &RecipeConfig,
+    e: &Experiment,
+) -> Result<Distiller> {
+    let distiller = Distiller::new(student, teacher, recipe, probe_size(e))
+        .context("checking the `[distill]` recipe")?;
+    if !distiller.not_inherited().is_empty() {
+        println!(
+            "distill.inherit: copied the teacher's head and neck except (shapes differ, initial values kept): {}",
+            distiller.not_inherited().join(", ")
+        );
+    }
+    Ok(distiller)
+}
+
+/// The teacher of a distillation, built on `device`, a plain device (no autodiff,
+/// BatchNorm on running statistics): a `kdet train` checkpoint, or a weights file of the
+/// `model` architecture and `source` layout, loaded strictly.
+pub fn load_teacher(
+    teacher: &TeacherConfig,
+    student: &Experiment,
+    device: &Device,
+) -> Result<Detector> {
+    teacher.validate()?;
+    let path = match teacher {
+        TeacherConfig::Weights(w) => return load_weights_teacher(w, student, device),
+        TeacherConfig::Checkpoint(path) => path,
+    };
+    let ckpt =
+        Checkpoint::read(path).with_context(|| format!("`teacher`: reading {}", path.display()))?;
+    let config = experiment_of(&ckpt).context("`teacher`")?;
+    if config.distill.is_some() {
+        bail!(
+            "`teacher`: {} is a distilled student; use a `kdet train` checkpoint",
+            path.display()
+        );
+    }
+    if config.model.num_classes() != student.model.num_classes() {
+        bail!(
+            "`teacher`: {} detects {} classes, the student {}",
+            path.display(),
+            config.model.num_classes(),
+            student.model.num_classes()
+        );
+    }
+    ckpt.load_model(config.model.init(device))
+        .with_context(|| format!("`teacher`: loading {}", path.display()))
+}
+
+/// [`load_teacher`] of a weights file: the `model` architecture, every tensor from the
+/// file (one error names each missing, unexpected and wrongly-shaped key).
+fn load_weights_teacher(
+    w: &TeacherWeights,
+    student: &Experiment,
+    device: &Device,
+) -> Result<Detector> {
+    let named = format!(
+        "`teacher.weights` (`path = \"{}\"`, `source = \"{}\"`, `model = \"{}\"`)",
+        w.path.display(),
+        w.source,
+        w.model.display()
+    );
+    let config = load_model_config(&w.model)
+        .with_context(|| format!("{named}: the teacher's architecture"))?;
+    if config.num_classes() != student.model.num_classes() {
+        bail!(
+            "{named}: the teacher detects {} classes, the student {}",
+            config.num_classes(),
+            student.model.num_classes()
+        );
+    }
+    let (teacher, report) = load_detector_file(
+        config.init(device),
+        &w.path,
+        w.source,
+        &ImportOptions::strict(),
+    )
+    .with_context(|| format!("{named}: loading the teacher's weights"))?;
+    println!("teacher: {report}");
+    Ok(teacher)
+}
+
+/// The padded input size the recipe is checked on: the built-in data's images, or a
+/// 320-pixel square for COCO data (strides, not sizes, decide whether levels align),
+/// rounded up to `data.size_divisor`.
+pub fn probe_size(e: &Experiment) -> ImageSize {
+    let side = e.synth().map_or(320, |s| s.image_size as usize);
+    let d = e.data.size_divisor.max(1);
+    let side = side.div_ceil(d) * d;
+    ImageSize::new(side as u32, side as u32)
+}
+
+/// The experiment a checkpoint was trained with.
+pub fn experiment_of(ckpt: &Checkpoint) -> Result<Experiment> {
+    let value = ckpt.meta.experiment.clone().with_context(|| {
+        format!(
+            "{}: the checkpoint stores no experiment (not written by `kdet train`?)",
+            ckpt.path.display()
+        )
+    })?;
+    Experiment::from_stored(value).with_context(|| {
+        format!(
+            "{}: the stored experiment does not parse (written by another kdet version?)",
+            ckpt.path.display()
+        )
+    })
+}
+
+/// A checkpoint (file or run directory) with its stored experiment.
+pub fn read_checkpoint(checkpoint: &Path) -> Result<(Checkpoint, Experiment)> {
+    let path = if checkpoint.is_dir() {
+        last_checkpoint_path(checkpoint)
+    } else {
+        checkpoint.to_path_buf()
+    };
+    let ckpt = Checkpoint::read(&path).context("reading the checkpoint")?;
+    let experiment = experiment_of(&ckpt)?;
+    Ok((ckpt, experiment))
+}
+
+/// The detector of a checkpoint on `device`: the trained model of a `kdet train` run, the
+/// student (without its distillation modules) of a `kdet distill` run.
+pub fn detector_of(
+    ckpt: &Checkpoint,
+    experiment: &Experiment,
+    device: &Device,
+) -> Result<Detector> {
+    let student = experiment.model.init(device);
+    if experiment.distill.is_some() {
+        ckpt.load_submodel(DistilledStudent { student })
+            .map(|d| d.student)
+    } else {
+        ckpt.load_model(student)
+    }
+    .context("loading the checkpoint's weights")
+}
+
+/// The detector of a checkpoint file or run directory on `device`, with its experiment.
+pub fn load_detector(
+    checkpoint: &Path,
+    device: &Device,
+) -> Result<(Detector, Experiment, Checkpoint)> {
+    let (ckpt, experiment) = read_checkpoint(checkpoint)?;
+    let model = detector_of(&ckpt, &experiment, device)?;
+    Ok((model, experiment, ckpt))
+}
