@@ -126,8 +126,11 @@ pub fn distiller_of(
     recipe: &RecipeConfig,
     e: &Experiment,
 ) -> Result<Distiller> {
+    // The run's seed reaches the methods that draw random numbers (MGD's masks), so a
+    // resumed run draws the same ones and another seed other ones.
     let distiller = Distiller::new(student, teacher, recipe, probe_size(e))
-        .context("checking the `[distill]` recipe")?;
+        .context("checking the `[distill]` recipe")?
+        .with_seed(e.train.seed);
     if !distiller.not_inherited().is_empty() {
         println!(
             "distill.inherit: copied the teacher's head and neck except (shapes differ, initial values kept): {}",
