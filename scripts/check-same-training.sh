@@ -4,13 +4,15 @@
 # the losses at every step, and compares every logged term (the `time.*` timings
 # excepted) bit for bit.
 #   [METHODS="ld pkd"] bash scripts/check-same-training.sh OLD_KDET NEW_KDET [STEPS] [WORK_DIR]
-# Run it from the repository root (configs/ and assets/teacher/ are read from here); the
+# Run it from the repository root (configs/ and assets/teacher/ are read from here; set
+# OLD_ROOT to another checkout when the old binary needs that checkout's configs); the
 # built-in data is written to WORK_DIR/data/synth when missing. Exit 0 when every method's
 # losses agree. Pair it with `kdet demo --quick` (its printed weight CRCs) for the whole
 # pipeline.
 set -euo pipefail
 old=$(realpath "$1") new=$(realpath "$2") steps=${3:-6} work=${4:-runs/check-same-training}
 root=$(pwd)
+old_root=$(realpath "${OLD_ROOT:-$root}")
 mkdir -p "$work"
 work=$(realpath "$work")
 teacher="$root/assets/teacher/gfl_synth_teacher-seed0.ckpt"
@@ -19,11 +21,12 @@ methods=${METHODS:-$("$new" config methods 2>/dev/null || echo logit_kd fitnet c
 status=0
 for m in baseline $methods; do
   [ -f "$root/configs/distill/${m}_gfl_synth.toml" ] || continue
-  printf 'extends = "%s/configs/distill/%s_gfl_synth.toml"\n[train]\nlog_every = 1\n' "$root" "$m" >"$work/$m.toml"
   for side in old new; do
-    bin=$old; [ "$side" = new ] && bin=$new
+    bin=$old from=$old_root
+    [ "$side" = new ] && bin=$new from=$root
+    printf 'extends = "%s/configs/distill/%s_gfl_synth.toml"\n[train]\nlog_every = 1\n' "$from" "$m" >"$work/$side-$m.toml"
     rm -rf "$work/$side-$m"
-    (cd "$work" && RAYON_NUM_THREADS=1 "$bin" distill --config "$work/$m.toml" --teacher "$teacher" \
+    (cd "$work" && RAYON_NUM_THREADS=1 "$bin" distill --config "$work/$side-$m.toml" --teacher "$teacher" \
       --max-steps "$steps" --out "$work/$side-$m" >"$work/$side-$m.log" 2>&1) || {
       # A method newer than the old binary cannot be compared; the new one must run.
       echo "$m: the $side binary failed (see $work/$side-$m.log)"
