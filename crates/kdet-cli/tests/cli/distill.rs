@@ -31,6 +31,11 @@ loss = { type = "fgd" }
 loss = { type = "pkd" }
 weight = 6.0
 schedule = { warmup_iterations = 2 }
+
+# Random masks drawn from (seed, step, level): the resume test below proves a resumed run
+# draws the same ones.
+[[distill.losses]]
+loss = { type = "mgd" }
 "#;
 
 /// A trained 4-step teacher in `dir/teacher`.
@@ -60,6 +65,7 @@ fn distill_logs_kd_terms_and_eval_checkpoint_scores_the_student() {
             "kd.fgd.bg",
             "kd.fgd.attention",
             "kd.fgd.global",
+            "kd.mgd",
             "time.teacher_ms",
             "time.kd_ms",
         ] {
