@@ -445,20 +445,10 @@ impl FbkdModules {
         students: &[Tensor<4>],
         teachers: &[Tensor<4>],
     ) -> FbkdTerms {
-        assert!(!self.levels.is_empty(), "FBKD needs at least one level");
-        assert_eq!(
-            students.len(),
+        super::assert_level_counts(
+            "FBKD",
             self.levels.len(),
-            "FBKD: {} student levels for {} module levels",
-            students.len(),
-            self.levels.len()
-        );
-        assert_eq!(
-            teachers.len(),
-            self.levels.len(),
-            "FBKD: {} teacher levels for {} module levels",
-            teachers.len(),
-            self.levels.len()
+            &[("student", students.len()), ("teacher", teachers.len())],
         );
         let temp = config.temperature;
         let mut sums: Option<[Tensor<1>; 4]> = None;

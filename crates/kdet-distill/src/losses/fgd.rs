@@ -237,20 +237,10 @@ impl FgdModules {
         teachers: &[Tensor<4>],
         targets: &KdTargets,
     ) -> FgdTerms {
-        assert!(!self.levels.is_empty(), "FGD needs at least one level");
-        assert_eq!(
-            students.len(),
+        super::assert_level_counts(
+            "FGD",
             self.levels.len(),
-            "FGD: {} student levels for {} module levels",
-            students.len(),
-            self.levels.len()
-        );
-        assert_eq!(
-            teachers.len(),
-            self.levels.len(),
-            "FGD: {} teacher levels for {} module levels",
-            teachers.len(),
-            self.levels.len()
+            &[("student", students.len()), ("teacher", teachers.len())],
         );
         let temp = config.temperature;
         let mut sums: Option<[Tensor<1>; 4]> = None;

@@ -200,19 +200,10 @@ impl MgdModules {
         teachers: &[Tensor<4>],
         masks: &[Tensor<4>],
     ) -> Tensor<1> {
-        assert_eq!(
-            students.len(),
+        super::assert_level_counts(
+            "MGD",
             self.levels.len(),
-            "MGD: {} student levels for {} module levels",
-            students.len(),
-            self.levels.len()
-        );
-        assert_eq!(
-            masks.len(),
-            self.levels.len(),
-            "MGD: {} masks for {} levels",
-            masks.len(),
-            self.levels.len()
+            &[("student", students.len()), ("mask", masks.len())],
         );
         sum_over_levels("MGD", students, teachers, false, |l, student, teacher| {
             let generated = self.levels[l].generate(student.clone(), masks[l].clone());

@@ -83,3 +83,19 @@ pub(crate) fn sum_over_levels(
         .reduce(|a, b| a + b)
         .expect("at least one level, asserted above")
 }
+
+/// The level-count contract of a method with per-level modules: at least one level, and
+/// each named input list (`("student", n)`, `("teacher", n)`, ...) has one entry per
+/// module level.
+///
+/// # Panics
+/// On a violated contract (the planner builds the modules for the selected levels).
+pub(crate) fn assert_level_counts(method: &str, module_levels: usize, inputs: &[(&str, usize)]) {
+    assert!(module_levels > 0, "{method} needs at least one level");
+    for &(what, n) in inputs {
+        assert_eq!(
+            n, module_levels,
+            "{method}: {n} {what} levels for {module_levels} module levels"
+        );
+    }
+}
