@@ -7,8 +7,9 @@
 //!    overrides them key by key, as mmdetection's `_base_`: tables merge recursively,
 //!    everything else (arrays included) is replaced. A table whose `type` differs from the
 //!    base's replaces it (`optimizer = { type = "sgd" }` over an AdamW base is SGD with
-//!    SGD's defaults, not a mix), and so does a tagged choice of another kind
-//!    (`[data.coco]` over a `synth` base, `teacher.weights` over `teacher.checkpoint`).
+//!    SGD's defaults, not a mix), and so do a tagged choice of another kind
+//!    (`[data.coco]` over a `synth` base, `teacher.weights` over `teacher.checkpoint`) and
+//!    a duration (`total = { iterations = 60 }` over `{ epochs = 16 }`).
 //! 2. **`--set KEY=VALUE`** (repeatable, in order) then changes the merged document, as
 //!    detectron2's `opts` and mmdetection's `--cfg-options`. `KEY` is a dotted path
 //!    (`train.seed`, `model.neck.out_channels`); a number indexes a list, 0-based
@@ -240,7 +241,7 @@ pub fn merge(base: &mut Map<String, Value>, over: Map<String, Value>, path: &str
             }
         }
         match (base.get_mut(&k), v) {
-            (Some(Value::Object(b)), Value::Object(o)) if same_type(b, &o) => {
+            (Some(Value::Object(b)), Value::Object(o)) if same_type(b, &o) && !is_duration(&o) => {
                 merge(b, o, &join(path, &k))
             }
             (_, v) => {
@@ -248,6 +249,11 @@ pub fn merge(base: &mut Map<String, Value>, over: Map<String, Value>, path: &str
             }
         }
     }
+}
+
+/// A duration (`{ epochs = N }` or `{ iterations = N }`): one value, replaced whole.
+fn is_duration(t: &Map<String, Value>) -> bool {
+    !t.is_empty() && t.keys().all(|k| k == "epochs" || k == "iterations")
 }
 
 fn same_type(a: &Map<String, Value>, b: &Map<String, Value>) -> bool {

@@ -3,6 +3,8 @@
 
 use std::fmt::Write;
 
+use kdet_run::files::LossKey;
+
 use super::chart::{BarChart, BarGroup, LineChart, Series, YAxis, bar_chart, line_chart};
 use super::grid::{Grid, MIN_SCORE};
 use super::runs::Run;
@@ -163,12 +165,12 @@ fn loss_terms(runs: &[Run]) -> Vec<String> {
         .iter()
         .filter_map(|r| r.metrics.as_ref())
         .flat_map(|m| m.train.iter().flat_map(|p| p.losses.keys().cloned()))
-        .filter(|t| !t.starts_with("time."))
+        .filter(|t| !matches!(LossKey::parse(t), LossKey::Time(_)))
         .collect();
-    let rank = |t: &str| match t {
-        t if t.starts_with("loss_") => 0,
-        t if t.starts_with("kd.") => 1,
-        _ => 2,
+    let rank = |t: &str| match LossKey::parse(t) {
+        LossKey::Task(_) => 0,
+        LossKey::Kd { .. } => 1,
+        LossKey::Time(_) | LossKey::Other(_) => 2,
     };
     terms.sort_by(|a, b| (rank(a), a).cmp(&(rank(b), b)));
     terms.dedup();
@@ -188,7 +190,7 @@ fn loss_chart(run: &Run, terms: &[String]) -> String {
             name: term.clone(),
             color: PALETTE[k % PALETTE.len()].to_string(),
             width: 1.5,
-            dashed: term.starts_with("kd."),
+            dashed: matches!(LossKey::parse(term), LossKey::Kd { .. }),
             markers,
             points: train
                 .iter()

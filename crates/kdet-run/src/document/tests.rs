@@ -73,14 +73,21 @@ fn a_variant_of_a_tagged_choice_replaces_the_others() {
         json!({"coco": {"train_json": "t.json"}, "size_divisor": 32})
     );
     let mut base = doc(json!({"teacher": {"checkpoint": "t.ckpt"}, "x": {"type": "a", "k": 1}}));
+    base.insert("total".into(), json!({"epochs": 16}));
     merge(
         &mut base,
-        doc(json!({"teacher": {"weights": {"path": "t.pth"}}, "x": {"type": "b"}})),
+        doc(json!({
+            "teacher": {"weights": {"path": "t.pth"}}, "x": {"type": "b"},
+            "total": {"iterations": 60}
+        })),
         "",
     );
     assert_eq!(
         Value::Object(base),
-        json!({"teacher": {"weights": {"path": "t.pth"}}, "x": {"type": "b"}})
+        json!({
+            "teacher": {"weights": {"path": "t.pth"}}, "x": {"type": "b"},
+            "total": {"iterations": 60}
+        })
     );
 }
 
