@@ -5,8 +5,11 @@
 #   bash scripts/gpu/build.sh
 #   run --carry .gpu .gl -- bash scripts/gpu/device-bench.sh      (see docs/gpu.md)
 #
-# - .gpu/kdet.xz: `cargo build --profile gpu -p kdet-cli --features vulkan` (release code,
-#   stripped: 127 MB, 21.6 MB compressed; target/gpu; see docs/gpu.md for build times), xz-compressed;
+# - .gpu/kdet.xz: `cargo build --profile gpu -p kdet-cli --no-default-features --features
+#   vulkan` (release code, stripped: 127 MB, 21.6 MB compressed when measured; target/gpu;
+#   see docs/gpu.md for build times), xz-compressed. Without the default `shipped-teacher`
+#   feature: the teacher already travels in the tree, and embedding it would add ~25 MB to
+#   the 64 MiB a device run carries;
 # - .gpu/student.ckpt: the seed-0 student of scripts/bench-pair.sh (the teacher travels as
 #   the tracked assets/teacher/gfl_synth_teacher-seed0.ckpt);
 # - .gl/*.deb: Debian's Vulkan loader and GL dispatch libraries, which the GPU machine's
@@ -14,7 +17,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
-CARGO_TARGET_DIR=target/gpu cargo build --profile gpu -p kdet-cli --features vulkan
+CARGO_TARGET_DIR=target/gpu cargo build --profile gpu -p kdet-cli --no-default-features --features vulkan
 mkdir -p .gpu
 xz -T0 -6 -c target/gpu/gpu/kdet > .gpu/kdet.xz.tmp && mv .gpu/kdet.xz.tmp .gpu/kdet.xz
 student=runs/bench/gfl_synth_student-seed0/last.ckpt
