@@ -2,6 +2,7 @@
 //! generator, tensor builders and read-back, a relative-error assertion, ground-truth
 //! fixtures and the f64 softmax / KL reference used by several golden values.
 
+use burn::module::Param;
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
 use kdet_structures::{Boxes, ImageSize, Instances};
 
@@ -181,4 +182,54 @@ impl GtBatch {
             padded_size: self.padded,
         }
     }
+}
+
+// ------------------------------------------------ fixtures written by project scripts
+
+/// `(shape, values)` of a fixture tensor `{"shape": [...], "data": [...]}` (the JSON files
+/// of `scripts/fixtures/*.py`).
+pub(crate) fn entry(v: &serde_json::Value) -> (Vec<usize>, Vec<f64>) {
+    let shape = v["shape"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no shape in {v}"))
+        .iter()
+        .map(|d| d.as_u64().expect("dim") as usize)
+        .collect();
+    let data = v["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|x| x.as_f64().expect("number"))
+        .collect();
+    (shape, data)
+}
+
+/// A 4-d fixture tensor on `device`.
+pub(crate) fn tensor4(v: &serde_json::Value, device: &Device) -> Tensor<4> {
+    let (s, data) = entry(v);
+    tensor(&data, [s[0], s[1], s[2], s[3]], device)
+}
+
+/// A 4-d fixture parameter on `device`.
+pub(crate) fn param4(v: &serde_json::Value, device: &Device) -> Param<Tensor<4>> {
+    let (s, data) = entry(v);
+    Param::from_data(tensor_data(&data, [s[0], s[1], s[2], s[3]]), device)
+}
+
+/// A 1-d fixture parameter on `device`.
+pub(crate) fn param1(v: &serde_json::Value, device: &Device) -> Param<Tensor<1>> {
+    let (_, data) = entry(v);
+    Param::from_data(tensor_data(&data, [data.len()]), device)
+}
+
+/// The largest absolute error over the reference's largest magnitude.
+pub(crate) fn max_rel(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len(), "element count");
+    let scale = want.iter().fold(0.0f64, |m, w| m.max(w.abs()));
+    assert!(scale > 0.0, "all-zero reference");
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w).abs())
+        .fold(0.0, f64::max)
+        / scale
 }

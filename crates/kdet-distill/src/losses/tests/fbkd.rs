@@ -1,6 +1,8 @@
 //! Tests of [`super`] (fbkd.rs), kept apart to keep the loss file readable.
 use super::*;
-use crate::losses::test_util::{Lcg, assert_rel, scalar, tensor, tensor_data, vals};
+use crate::losses::test_util::{
+    Lcg, assert_rel, entry, max_rel, param1, param4, scalar, tensor, tensor_data, tensor4, vals,
+};
 use burn::module::Param;
 use burn::tensor::Gradients;
 use serde_json::Value;
@@ -11,37 +13,6 @@ use serde_json::Value;
 const FIXTURE: &str = include_str!("../../../../../tests/fixtures/distill/fbkd.json");
 
 /// `(shape, values)` of a fixture tensor entry `{"shape": [...], "data": [...]}`.
-fn entry(v: &Value) -> (Vec<usize>, Vec<f64>) {
-    let shape = v["shape"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no shape in {v}"))
-        .iter()
-        .map(|d| d.as_u64().expect("dim") as usize)
-        .collect();
-    let data = v["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|x| x.as_f64().expect("number"))
-        .collect();
-    (shape, data)
-}
-
-fn tensor4(v: &Value, device: &Device) -> Tensor<4> {
-    let (s, data) = entry(v);
-    tensor(&data, [s[0], s[1], s[2], s[3]], device)
-}
-
-fn param4(v: &Value, device: &Device) -> Param<Tensor<4>> {
-    let (s, data) = entry(v);
-    Param::from_data(tensor_data(&data, [s[0], s[1], s[2], s[3]]), device)
-}
-
-fn param1(v: &Value, device: &Device) -> Param<Tensor<1>> {
-    let (_, data) = entry(v);
-    Param::from_data(tensor_data(&data, [data.len()]), device)
-}
-
 /// Sets a conv's weight (and bias, when the state dict has one) from `prefix.weight` /
 /// `prefix.bias`.
 fn set_conv(conv: &mut Conv2d, params: &Value, prefix: &str, device: &Device) {
@@ -172,17 +143,6 @@ fn official_grad(level: &FbkdLevel, name: &str, grads: &Gradients) -> Vec<f32> {
 
 /// `max_i |got_i − want_i| / max_i |want_i|`: the error relative to the tensor's scale
 /// (elements near zero carry the cancellation error of their larger neighbours).
-fn max_rel(got: &[f32], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len(), "element count");
-    let scale = want.iter().fold(0.0f64, |m, w| m.max(w.abs()));
-    assert!(scale > 0.0, "all-zero reference");
-    got.iter()
-        .zip(want)
-        .map(|(&g, &w)| (g as f64 - w).abs())
-        .fold(0.0, f64::max)
-        / scale
-}
-
 fn term_values(terms: &FbkdTerms) -> [(&'static str, f64); 4] {
     [
         ("mask_feature", scalar(terms.mask_feature.clone())),

@@ -1,6 +1,8 @@
 //! Tests of [`super`] (mgd.rs), kept apart to keep the loss file readable.
 use super::*;
-use crate::losses::test_util::{Lcg, assert_rel, scalar, tensor, tensor_data, vals};
+use crate::losses::test_util::{
+    Lcg, assert_rel, entry, max_rel, param1, param4, scalar, tensor, tensor_data, tensor4, vals,
+};
 use burn::module::Param;
 use serde_json::Value;
 
@@ -9,40 +11,6 @@ use serde_json::Value;
 const FIXTURE: &str = include_str!("../../../../../tests/fixtures/distill/mgd.json");
 
 /// `(shape, values)` of a fixture tensor entry `{"shape": [...], "data": [...]}`.
-fn entry(v: &Value) -> (Vec<usize>, Vec<f64>) {
-    let shape = v["shape"]
-        .as_array()
-        .expect("shape")
-        .iter()
-        .map(|d| d.as_u64().expect("dim") as usize)
-        .collect();
-    let data = v["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|x| x.as_f64().expect("number"))
-        .collect();
-    (shape, data)
-}
-
-fn tensor4(v: &Value, device: &Device) -> Tensor<4> {
-    let (shape, data) = entry(v);
-    tensor(&data, [shape[0], shape[1], shape[2], shape[3]], device)
-}
-
-fn param4(v: &Value, device: &Device) -> Param<Tensor<4>> {
-    let (shape, data) = entry(v);
-    Param::from_data(
-        tensor_data(&data, [shape[0], shape[1], shape[2], shape[3]]),
-        device,
-    )
-}
-
-fn param1(v: &Value, device: &Device) -> Param<Tensor<1>> {
-    let (_, data) = entry(v);
-    Param::from_data(tensor_data(&data, [data.len()]), device)
-}
-
 /// The level's modules holding the fixture's (official state-dict) parameters.
 fn level_from(params: &Value, device: &Device) -> MgdLevel {
     let (align_shape, _) = entry(&params["generation.0.weight"]);
@@ -68,17 +36,6 @@ fn level_from(params: &Value, device: &Device) -> MgdLevel {
 
 /// `max_i |got_i − want_i| / max_i |want_i|`: the error relative to the tensor's scale
 /// (elements near zero carry the cancellation error of their larger neighbours).
-fn max_rel(got: &[f32], want: &[f64]) -> f64 {
-    assert_eq!(got.len(), want.len(), "element count");
-    let scale = want.iter().fold(0.0f64, |m, w| m.max(w.abs()));
-    assert!(scale > 0.0, "all-zero reference");
-    got.iter()
-        .zip(want)
-        .map(|(&g, &w)| (g as f64 - w).abs())
-        .fold(0.0, f64::max)
-        / scale
-}
-
 /// Parity with the official code: the loss of each level and of the sum (values at 1e-5
 /// relative), and the gradients of the sum w.r.t. the student features and the stored
 /// connector parameters (max error ≤ 1e-5 of the tensor's largest magnitude). Level 0
