@@ -13,7 +13,7 @@ use crate::heads::gfl::{GflHead, GflHeadConfig};
 use crate::heads::inference::TestConfig;
 use crate::heads::retina::{RetinaHead, RetinaHeadConfig};
 use crate::neck::{Fpn, FpnConfig};
-use crate::output::{DetectorOutput, LossDict};
+use crate::output::{DetectorOutput, FeatureSpec, LossDict};
 
 crate::family::dense_heads! {
     /// GFL (Li et al., NeurIPS 2020), mmdetection `GFLHead`.
@@ -36,6 +36,33 @@ pub struct DetectorConfig {
 }
 
 impl DetectorConfig {
+    /// A detector whose head takes its input channels and level strides from the neck's
+    /// outputs (the backbone's reported shapes through the neck), so no config repeats
+    /// them. Config files get the same through kdet-run's defaults.
+    ///
+    /// # Panics
+    /// On an invalid backbone config, or a neck whose levels differ in channels.
+    pub fn new(
+        backbone: BackboneConfig,
+        neck: FpnConfig,
+        mut head: HeadConfig,
+        test: TestConfig,
+    ) -> Self {
+        head.fit_to_neck(&neck.out_specs(&backbone.out_specs()));
+        Self {
+            backbone,
+            neck,
+            head,
+            test,
+        }
+    }
+
+    /// What the neck outputs, level by level (channels and strides), from the backbone's
+    /// reported shapes.
+    pub fn neck_specs(&self) -> Vec<FeatureSpec> {
+        self.neck.out_specs(&self.backbone.out_specs())
+    }
+
     /// Builds the detector; the neck is built from the backbone's reported shapes.
     ///
     /// # Panics
@@ -56,7 +83,7 @@ impl DetectorConfig {
         self.backbone
             .validate()
             .map_err(|e| format!("model.backbone: {e}"))?;
-        let neck_out = self.neck.out_specs(&self.backbone.out_specs());
+        let neck_out = self.neck_specs();
         let head_in = self.head.in_channels();
         if let Some(s) = neck_out.iter().find(|s| s.channels != head_in) {
             return Err(format!(
@@ -189,5 +216,34 @@ impl crate::family::ModelFamily for Detector {
 
     fn family(&self) -> &'static str {
         self.head.family()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::backbone::SmallResNetConfig;
+
+    #[test]
+    fn new_fits_every_head_family_to_the_neck() {
+        // COCO heads expect 256 channels and P3-P7; this neck gives 24 channels, P3-P6.
+        let heads = [
+            HeadConfig::Gfl(GflHeadConfig::coco(8)),
+            HeadConfig::Atss(AtssHeadConfig::coco(8)),
+            HeadConfig::Fcos(FcosHeadConfig::coco(8)),
+            HeadConfig::Retina(RetinaHeadConfig::coco(8)),
+        ];
+        for head in heads {
+            let config = DetectorConfig::new(
+                BackboneConfig::SmallResNet(SmallResNetConfig::student_128()),
+                FpnConfig::gfl().with_out_channels(24).with_num_outs(4),
+                head,
+                TestConfig::new(),
+            );
+            assert_eq!(config.head.in_channels(), 24);
+            assert_eq!(config.head.strides(), vec![8, 16, 32, 64]);
+            config.validate().unwrap();
+        }
     }
 }

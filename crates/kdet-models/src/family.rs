@@ -18,7 +18,7 @@ use kdet_structures::{ImageBatch, ImageSize, Instances};
 
 use crate::assignment::{Assignment, Priors};
 use crate::heads::inference::TestConfig;
-use crate::output::{FeatureMap, HeadLevel, LossDict};
+use crate::output::{FeatureMap, FeatureSpec, HeadLevel, LossDict};
 
 pub use crate::output::DetectorOutput as ModelOutput;
 
@@ -117,6 +117,31 @@ pub trait DenseHeadFamilyConfig {
 
     /// Strides of the levels the head expects, fine to coarse.
     fn strides(&self) -> Vec<usize>;
+
+    /// Takes the input channels and level strides from the neck's outputs (fine to
+    /// coarse), so that no config repeats them.
+    ///
+    /// # Panics
+    /// If the neck's levels differ in channels (a dense head shares its towers across
+    /// levels) or `specs` is empty.
+    fn fit_to_neck(&mut self, specs: &[FeatureSpec]);
+}
+
+/// The channels every level of `specs` has (what [`DenseHeadFamilyConfig::fit_to_neck`]
+/// sets as the head's input channels) and the strides, fine to coarse.
+///
+/// # Panics
+/// If `specs` is empty or its levels differ in channels.
+pub fn shared_channels_and_strides(specs: &[FeatureSpec]) -> (usize, Vec<usize>) {
+    let channels = specs
+        .first()
+        .expect("a neck with no output levels")
+        .channels;
+    assert!(
+        specs.iter().all(|s| s.channels == channels),
+        "a dense head needs neck levels of equal channels, got {specs:?}"
+    );
+    (channels, specs.iter().map(|s| s.stride).collect())
 }
 
 /// Generates, from the list of dense head families, the config enum `HeadConfig` (serde,
@@ -161,6 +186,14 @@ macro_rules! dense_heads {
             pub fn num_classes(&self) -> usize {
                 match self {
                     $(Self::$variant(c) => $crate::family::DenseHeadFamilyConfig::num_classes(c),)+
+                }
+            }
+
+            /// Takes the input channels and strides from the neck's outputs
+            /// ([`DenseHeadFamilyConfig::fit_to_neck`]).
+            pub fn fit_to_neck(&mut self, specs: &[$crate::output::FeatureSpec]) {
+                match self {
+                    $(Self::$variant(c) => $crate::family::DenseHeadFamilyConfig::fit_to_neck(c, specs),)+
                 }
             }
 

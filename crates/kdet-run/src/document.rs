@@ -25,7 +25,9 @@
 //!    its `type` (default `resnet`: torchvision ResNet-50; `mobilenet_v2`: torchvision's;
 //!    `small_resnet` has no paper and spells its sizes), the head by its `type` (default
 //!    `gfl`; each head's mmdetection COCO config, 80 classes), the neck of that head's
-//!    mmdetection config, and the test settings' defaults.
+//!    mmdetection config, and the test settings' defaults. The head's input channels and
+//!    level strides are the neck's outputs' (`DetectorConfig::new`'s rule), unless the
+//!    file sets them.
 //! 4. **Unknown keys** are errors naming their dotted path (`model.neck.out_chanels`,
 //!    `distill.losses[0].wieght`), also where a serde type would ignore them (burn
 //!    `Config`s do): the document is compared with the parsed experiment serialised again.
@@ -39,7 +41,6 @@ use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{Context, Result, anyhow, bail};
-use kdet_models::HeadConfig;
 use kdet_models::backbone::{BackboneConfig, MobileNetV2Config, ResNetConfig};
 use kdet_models::heads::atss::AtssHeadConfig;
 use kdet_models::heads::fcos::FcosHeadConfig;
@@ -47,6 +48,8 @@ use kdet_models::heads::gfl::GflHeadConfig;
 use kdet_models::heads::inference::TestConfig;
 use kdet_models::heads::retina::RetinaHeadConfig;
 use kdet_models::neck::FpnConfig;
+use kdet_models::output::FeatureSpec;
+use kdet_models::{DetectorConfig, HeadConfig};
 use serde_json::{Map, Value};
 
 use crate::experiment::is_weights_file;
@@ -411,9 +414,47 @@ pub fn fill_defaults(doc: &mut Map<String, Value>) -> Result<()> {
     put("neck", serde_json::to_value(neck))?;
     put("test", serde_json::to_value(TestConfig::new()))?;
     let user = std::mem::take(model);
+    let user_head = user.get("head").cloned();
     merge(&mut defaults, user, "model");
+    fit_head_to_neck(&mut defaults, user_head);
     *model = defaults;
     Ok(())
+}
+
+/// Gives the merged `[model.head]` the input channels and level strides of the neck's
+/// outputs (`DetectorConfig::new`'s rule), so no config repeats them; keys the file sets
+/// itself stay (`DetectorConfig::validate` then checks they agree with the neck). A
+/// backbone, neck or head that does not parse is left alone: parsing the experiment
+/// names what is wrong.
+fn fit_head_to_neck(model: &mut Map<String, Value>, user_head: Option<Value>) {
+    let parsed = || -> Option<(DetectorConfig, Vec<FeatureSpec>)> {
+        let part = |key: &str| model.get(key).cloned();
+        let config = DetectorConfig {
+            backbone: serde_json::from_value(part("backbone")?).ok()?,
+            neck: serde_json::from_value(part("neck")?).ok()?,
+            head: serde_json::from_value(part("head")?).ok()?,
+            test: TestConfig::new(),
+        };
+        config.backbone.validate().ok()?;
+        let inputs = config.backbone.out_specs();
+        let neck = &config.neck;
+        if inputs.is_empty() || neck.num_outs < inputs.len() || neck.out_channels == 0 {
+            return None;
+        }
+        let specs = config.neck_specs();
+        Some((config, specs))
+    };
+    let Some((mut config, specs)) = parsed() else {
+        return;
+    };
+    config.head.fit_to_neck(&specs);
+    let Ok(Value::Object(mut head)) = serde_json::to_value(&config.head) else {
+        return;
+    };
+    if let Some(Value::Object(user)) = user_head {
+        merge(&mut head, user, "model.head");
+    }
+    model.insert("head".into(), Value::Object(head));
 }
 
 /// Keys of `document` that `canonical` (the parsed document serialised again) lacks: the

@@ -114,14 +114,15 @@ const SYNTH_BATCH: usize = 8;
 
 /// A GFL detector on the built-in 128x128 data with FPN P3-P5 of `channels` channels.
 fn synth_detector(backbone: SmallResNetConfig, channels: usize) -> DetectorConfig {
-    DetectorConfig {
-        backbone: BackboneConfig::SmallResNet(backbone),
-        neck: FpnConfig::gfl()
+    // The head's input channels and strides come from the neck (DetectorConfig::new).
+    DetectorConfig::new(
+        BackboneConfig::SmallResNet(backbone),
+        FpnConfig::gfl()
             .with_out_channels(channels)
             .with_num_outs(3),
-        head: HeadConfig::Gfl(GflHeadConfig::synth_128(CLASS_NAMES.len(), channels)),
-        test: TestConfig::new(),
-    }
+        HeadConfig::Gfl(GflHeadConfig::synth_128(CLASS_NAMES.len(), channels)),
+        TestConfig::new(),
+    )
 }
 
 /// The built-in-data experiment around `backbone` (the reasons for each value are written

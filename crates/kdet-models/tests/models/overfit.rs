@@ -59,12 +59,8 @@ fn detector_config(head: HeadConfig, test: TestConfig) -> DetectorConfig {
     let neck = FpnConfig::gfl()
         .with_out_channels(CHANNELS)
         .with_num_outs(3);
-    DetectorConfig {
-        backbone: BackboneConfig::SmallResNet(backbone),
-        neck,
-        head,
-        test,
-    }
+    // The head's channels and strides come from the neck.
+    DetectorConfig::new(BackboneConfig::SmallResNet(backbone), neck, head, test)
 }
 
 /// Trains `steps` Adam steps on the two images and returns bbox AP50 on them.

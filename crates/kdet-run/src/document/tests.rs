@@ -142,3 +142,69 @@ fn shipped_configs_extend_each_other_by_relative_names() {
     );
     assert!(err.contains("no shipped config `nope.toml`"), "{err}");
 }
+
+/// A `[model]` of the built-in data's shape: SmallResNet C3-C5, a `channels`-wide FPN
+/// P3-P5 and the given head table.
+fn synth_model(channels: usize, head: Value) -> Map<String, Value> {
+    doc(json!({"model": {
+        "backbone": {"type": "small_resnet", "stem_channels": 24, "widths": [16, 32, 64, 128],
+                     "depths": [1, 1, 1, 1], "norm": "batch", "out_indices": [1, 2, 3]},
+        "neck": {"out_channels": channels, "num_outs": 3},
+        "head": head,
+    }}))
+}
+
+#[test]
+fn the_head_takes_its_channels_and_strides_from_the_neck() {
+    for (head, strides_at) in [
+        (
+            json!({"type": "gfl", "num_classes": 8}),
+            "/model/head/anchor/strides",
+        ),
+        (
+            json!({"type": "fcos", "num_classes": 8}),
+            "/model/head/strides",
+        ),
+    ] {
+        let mut d = synth_model(48, head);
+        fill_defaults(&mut d).unwrap();
+        let d = Value::Object(d);
+        // Not the COCO head's 256 channels and P3-P7 strides the defaults start from.
+        assert_eq!(d.pointer("/model/head/in_channels"), Some(&json!(48)));
+        assert_eq!(
+            d.pointer(strides_at),
+            Some(&json!([8, 16, 32])),
+            "{strides_at}"
+        );
+    }
+}
+
+#[test]
+fn channels_a_file_sets_stay_and_are_checked_against_the_neck() {
+    let mut d = synth_model(
+        48,
+        json!({"type": "gfl", "num_classes": 8, "in_channels": 32}),
+    );
+    fill_defaults(&mut d).unwrap();
+    let model = d["model"].clone();
+    assert_eq!(model.pointer("/head/in_channels"), Some(&json!(32)));
+    assert_eq!(
+        model.pointer("/head/anchor/strides"),
+        Some(&json!([8, 16, 32]))
+    );
+    let config: DetectorConfig = serde_json::from_value(model).unwrap();
+    let err = config.validate().unwrap_err();
+    assert!(err.contains("model.head.in_channels is 32"), "{err}");
+}
+
+#[test]
+fn a_neck_that_does_not_parse_leaves_the_head_alone() {
+    let mut d = synth_model(48, json!({"type": "gfl", "num_classes": 8}));
+    d["model"]["neck"]["num_outs"] = json!("three");
+    fill_defaults(&mut d).unwrap();
+    // The COCO default stays; parsing the experiment reports the neck.
+    assert_eq!(
+        Value::Object(d).pointer("/model/head/in_channels"),
+        Some(&json!(256))
+    );
+}

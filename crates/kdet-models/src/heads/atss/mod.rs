@@ -15,8 +15,10 @@ pub use head::{AtssHead, AtssHeadConfig};
 use burn::tensor::{Device, Tensor};
 
 use crate::assignment::Priors;
-use crate::family::{DenseHeadFamily, DenseHeadFamilyConfig, delegate_dense_head};
-use crate::output::HeadLevel;
+use crate::family::{
+    DenseHeadFamily, DenseHeadFamilyConfig, delegate_dense_head, shared_channels_and_strides,
+};
+use crate::output::{FeatureSpec, HeadLevel};
 
 impl DenseHeadFamily for AtssHead {
     const NAME: &'static str = "atss";
@@ -49,5 +51,9 @@ impl DenseHeadFamilyConfig for AtssHeadConfig {
 
     fn strides(&self) -> Vec<usize> {
         self.anchor.strides.clone()
+    }
+
+    fn fit_to_neck(&mut self, specs: &[FeatureSpec]) {
+        (self.in_channels, self.anchor.strides) = shared_channels_and_strides(specs);
     }
 }

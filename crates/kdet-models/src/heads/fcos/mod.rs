@@ -18,8 +18,10 @@ pub use loss::centerness_target;
 use burn::tensor::{Device, Tensor};
 
 use crate::assignment::Priors;
-use crate::family::{DenseHeadFamily, DenseHeadFamilyConfig, delegate_dense_head};
-use crate::output::HeadLevel;
+use crate::family::{
+    DenseHeadFamily, DenseHeadFamilyConfig, delegate_dense_head, shared_channels_and_strides,
+};
+use crate::output::{FeatureSpec, HeadLevel};
 
 impl DenseHeadFamily for FcosHead {
     const NAME: &'static str = "fcos";
@@ -55,5 +57,9 @@ impl DenseHeadFamilyConfig for FcosHeadConfig {
 
     fn strides(&self) -> Vec<usize> {
         self.strides.clone()
+    }
+
+    fn fit_to_neck(&mut self, specs: &[FeatureSpec]) {
+        (self.in_channels, self.strides) = shared_channels_and_strides(specs);
     }
 }

@@ -20,8 +20,10 @@ pub use loss::GflPositives;
 use burn::tensor::{Device, Tensor};
 
 use crate::assignment::Priors;
-use crate::family::{DenseHeadFamily, DenseHeadFamilyConfig, delegate_dense_head};
-use crate::output::HeadLevel;
+use crate::family::{
+    DenseHeadFamily, DenseHeadFamilyConfig, delegate_dense_head, shared_channels_and_strides,
+};
+use crate::output::{FeatureSpec, HeadLevel};
 
 impl DenseHeadFamily for GflHead {
     const NAME: &'static str = "gfl";
@@ -58,5 +60,9 @@ impl DenseHeadFamilyConfig for GflHeadConfig {
 
     fn strides(&self) -> Vec<usize> {
         self.anchor.strides.clone()
+    }
+
+    fn fit_to_neck(&mut self, specs: &[FeatureSpec]) {
+        (self.in_channels, self.anchor.strides) = shared_channels_and_strides(specs);
     }
 }

@@ -13,8 +13,10 @@ pub use head::{RetinaHead, RetinaHeadConfig};
 use burn::tensor::{Device, Tensor};
 
 use crate::assignment::Priors;
-use crate::family::{DenseHeadFamily, DenseHeadFamilyConfig, delegate_dense_head};
-use crate::output::HeadLevel;
+use crate::family::{
+    DenseHeadFamily, DenseHeadFamilyConfig, delegate_dense_head, shared_channels_and_strides,
+};
+use crate::output::{FeatureSpec, HeadLevel};
 
 impl DenseHeadFamily for RetinaHead {
     const NAME: &'static str = "retina";
@@ -51,5 +53,9 @@ impl DenseHeadFamilyConfig for RetinaHeadConfig {
 
     fn strides(&self) -> Vec<usize> {
         self.anchor.strides.clone()
+    }
+
+    fn fit_to_neck(&mut self, specs: &[FeatureSpec]) {
+        (self.in_channels, self.anchor.strides) = shared_channels_and_strides(specs);
     }
 }
