@@ -8,9 +8,9 @@
 #
 # Every cell is `kdet distill --config configs/distill/<method>_gfl_synth.toml` (the
 # baseline: the same student and schedule with an empty recipe) into
-# runs/bench/distill/<method>-seed<S>/; the teacher is the seed-0 teacher of
-# scripts/bench-pair.sh (runs/bench/gfl_synth_teacher-seed0, trained here if missing) for
-# every student seed.
+# runs/bench/distill/<method>-seed<S>/; the teacher, for every student seed, is the shipped
+# one (assets/teacher/gfl_synth_teacher-seed0.ckpt: the seed-0 teacher of
+# scripts/bench-pair.sh, exported; the one `kdet demo` uses), or TEACHER=PATH.
 #
 # Resumable: a finished cell (its eval.json exists) is skipped, an interrupted one continues
 # from its last checkpoint, so the work can span sessions.
@@ -30,20 +30,8 @@ mkdir -p runs/bench/distill
 cp "${KDET_BIN:-target/release/kdet}" runs/bench/distill/.kdet
 bin="$root/runs/bench/distill/.kdet"
 
-train_cell() { # config out seed
-  if [ -f "$2/eval.json" ]; then
-    echo "== $2: done, skipped"
-  elif [ -f "$2/last.ckpt" ]; then
-    echo "== $2: resuming"
-    "$bin" train --config "configs/$1.toml" --out "$2" --resume
-  else
-    echo "== $2: training"
-    "$bin" train --config "configs/$1.toml" --out "$2" --seed "$3"
-  fi
-}
-
-teacher=runs/bench/gfl_synth_teacher-seed0
-train_cell gfl_synth_teacher "$teacher" 0
+teacher=${TEACHER:-assets/teacher/gfl_synth_teacher-seed0.ckpt}
+[ -f "$teacher" ] || { echo "bench-distill.sh: no teacher at $teacher" >&2; exit 1; }
 for method in $methods; do
   for seed in $seeds; do
     out="runs/bench/distill/$method-seed$seed"
@@ -55,7 +43,7 @@ for method in $methods; do
     else
       echo "== $out: distilling"
       "$bin" distill --config "configs/distill/${method}_gfl_synth.toml" \
-        --teacher "$teacher/last.ckpt" --seed "$seed" --out "$out"
+        --teacher "$teacher" --seed "$seed" --out "$out"
     fi
   done
 done

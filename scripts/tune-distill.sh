@@ -14,8 +14,8 @@
 #
 # Each run is the shipped recipe with its weight changed on the command line (`kdet distill
 # --set distill.losses.0.weight=W`, scripts/tune/scaled_recipe.py); no TOML is written.
-# Needs the benchmark's seed-0 teacher (scripts/bench-distill.sh trains it) and
-# runs/bench/distill/baseline-seed0 (the baseline on the tuning split, for reference).
+# Needs runs/bench/distill/baseline-seed0 (scripts/bench-distill.sh; the baseline on the
+# tuning split, for reference).
 # Resumable as bench-distill.sh: finished runs are skipped, interrupted ones continue from
 # their last checkpoint. After choosing, set the recipe's weight to calibrated x factor and
 # rerun its benchmark cells (the seed-0 tuning run is that recipe's seed-0 cell).
@@ -26,7 +26,7 @@ methods=${METHODS:-"ld fgd pkd"}
 factors=${FACTORS:-"1 0.25 4"}
 # The calibrated weights (python3 scripts/calibrate-kd.py; configs/distill/README.md).
 declare -A calibrated=([ld]=0.98 [fgd]=0.0087 [pkd]=0.9 [cwd]=0.22 [fitnet]=0.46
-  [logit_kd]=0.074 [frs]=0.0023 [pgd]=0.083)
+  [logit_kd]=0.074 [frs]=0.0023 [pgd]=0.083 [mgd]=0.149 [fbkd]=1.65)
 # PARALLEL=0 runs the factors of a method one after the other (with all cores each).
 parallel=${PARALLEL:-1}
 if [ -z "${KDET_BIN:-}" ]; then cargo build --release --quiet; fi
@@ -39,8 +39,9 @@ known=" $("$bin" config methods | tr '\n' ' ')"
 for m in $methods; do
   case "$known" in *" $m "*) ;; *) echo "tune-distill.sh: unknown method $m (kdet config methods:$known)" >&2; exit 1;; esac
 done
-teacher=runs/bench/gfl_synth_teacher-seed0/last.ckpt
-[ -f "$teacher" ] || { echo "tune-distill.sh: $teacher is missing: run scripts/bench-distill.sh first" >&2; exit 1; }
+# The benchmark's teacher (scripts/bench-distill.sh): the shipped one, or TEACHER=PATH.
+teacher=${TEACHER:-assets/teacher/gfl_synth_teacher-seed0.ckpt}
+[ -f "$teacher" ] || { echo "tune-distill.sh: no teacher at $teacher" >&2; exit 1; }
 
 tune_data=data/synth-tune
 if [ ! -f "$tune_data/val/annotations.json" ]; then

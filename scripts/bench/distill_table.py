@@ -11,7 +11,8 @@ Gain = mean AP of the method minus mean AP of the baseline over the seeds both h
 pooled std = sqrt((s_method^2 + s_baseline^2) / 2) of the AP sample standard deviations.
 Extra time per step = median seconds per step of the method's run minus the baseline's
 (from the 25-step logging intervals of metrics.jsonl); teacher / KD ms = the mean of the
-logged `time.teacher_ms` / `time.kd_ms` (teacher forward; KD terms' forward).
+logged timings `teacher_ms` / `kd_ms` (teacher forward; KD terms' forward), from
+metrics.jsonl's `timings` (runs of earlier versions: `time.*` among the losses).
 """
 import json
 import math
@@ -42,9 +43,12 @@ def load(run: Path):
             times.append((rec["elapsed_s"] - prev[1]) / (rec["step"] - prev[0]))
         prev = (rec["step"], rec["elapsed_s"])
         losses = rec.get("losses", {})
-        if "time.teacher_ms" in losses:
-            teacher.append(losses["time.teacher_ms"])
-            kd.append(losses["time.kd_ms"])
+        timings = rec.get("timings") or {
+            k[len("time."):]: v for k, v in losses.items() if k.startswith("time.")
+        }
+        if "teacher_ms" in timings:
+            teacher.append(timings["teacher_ms"])
+            kd.append(timings["kd_ms"])
     return {
         "stats": stats,
         "step_s": statistics.median(times) if times else None,

@@ -5,9 +5,10 @@
 //! assigned once, and computes its task losses; the teacher runs forward on the same
 //! images on its plain device (no graph, BatchNorm on running statistics: eval mode by
 //! construction); every active recipe entry adds its weighted KD terms
-//! ([`crate::method::KdMethod::terms`]), logged one by one as `kd.<entry>.<term>`; the
-//! time the teacher and the KD terms took is logged as `time.teacher_ms` and `time.kd_ms`
-//! (not optimised).
+//! ([`crate::method::KdMethod::terms`]), keyed `LossKey::Kd { entry, term }` and logged
+//! one by one as `kd.<entry>.<term>`; the time the teacher and the KD terms took comes
+//! back beside the losses ([`KdTimings`], [`Distiller::step_losses_timed`]), never as a
+//! loss term.
 //!
 //! The teacher is a `#[module(skip)]` field: it is not visited, not in the optimizer, not
 //! in checkpoints, and its tensors are constants in the student's graph, so its weights
@@ -21,8 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::tensor::Tensor;
-use kdet_models::{Detector, DetectorOutput, LossDict};
+use kdet_models::{Detector, DetectorOutput, LossDict, LossKey};
 use kdet_structures::{ImageBatch, ImageSize, Instances};
 
 use crate::connector::Connector;
@@ -168,6 +168,17 @@ impl Distiller {
     /// Task losses of the student plus every active entry's KD terms for optimizer step
     /// `step` (0-based).
     pub fn step_losses(&self, images: &ImageBatch, targets: &[Instances], step: u64) -> LossDict {
+        self.step_losses_timed(images, targets, step).0
+    }
+
+    /// [`step_losses`](Self::step_losses) and, when a KD entry is active at `step`, the
+    /// wall time of the teacher's forward and of the KD terms.
+    pub fn step_losses_timed(
+        &self,
+        images: &ImageBatch,
+        targets: &[Instances],
+        step: u64,
+    ) -> (LossDict, Option<KdTimings>) {
         let student_out = self.student.forward(images);
         let assignment = self.student.assign(&student_out, targets);
         let mut losses = self.student.loss(&student_out, targets, &assignment);
@@ -179,9 +190,8 @@ impl Distiller {
             .filter(|&(_, w)| w > 0.0)
             .collect();
         if active.is_empty() {
-            return losses;
+            return (losses, None);
         }
-        let device = student_out.neck[0].tensor.device();
         let t0 = Instant::now();
         let plain = ImageBatch::new(
             images.images().clone().inner(),
@@ -226,19 +236,32 @@ impl Distiller {
                 teacher_model: &self.teacher,
             };
             for term in p.loss.terms(&modules.method, &inputs) {
-                let name = if term.name.is_empty() {
-                    format!("kd.{}", p.name)
-                } else {
-                    format!("kd.{}.{}", p.name, term.name)
+                let key = LossKey::Kd {
+                    entry: p.name.clone(),
+                    term: (!term.name.is_empty()).then(|| term.name.to_string()),
                 };
-                losses.push(name, term.value * w);
+                losses.push_term(key, term.value * w);
             }
         }
         let kd_ms = t1.elapsed().as_secs_f64() * 1e3;
-        let scalar = |v: f64| Tensor::<1>::from_floats([v as f32], &device);
-        losses.push_logged("time.teacher_ms", scalar(teacher_ms));
-        losses.push_logged("time.kd_ms", scalar(kd_ms));
-        losses
+        (losses, Some(KdTimings { teacher_ms, kd_ms }))
+    }
+}
+
+/// Wall time of a distillation step's extra work, in milliseconds: a timing, never a loss
+/// term (logged apart from the losses, as `metrics.jsonl`'s `timings`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KdTimings {
+    /// The teacher's forward (waited for).
+    pub teacher_ms: f64,
+    /// Every active entry's KD terms (their forward; the backward is in the step).
+    pub kd_ms: f64,
+}
+
+impl KdTimings {
+    /// As logged: `teacher_ms`, `kd_ms`.
+    pub fn named(&self) -> [(&'static str, f64); 2] {
+        [("teacher_ms", self.teacher_ms), ("kd_ms", self.kd_ms)]
     }
 }
 

@@ -28,7 +28,7 @@ pub mod plan;
 pub mod recipe;
 pub mod taps;
 
-pub use distiller::{DistilledStudent, Distiller};
+pub use distiller::{DistilledStudent, Distiller, KdTimings};
 pub use error::DistillError;
 pub use method::{KdInputs, KdMethod, KdTerm, TapUse, Wiring};
 pub use methods::{KdLossConfig, KdModules};

@@ -121,6 +121,12 @@ impl RecipeConfig {
         for (i, e) in self.losses.iter().enumerate() {
             let name = e.name();
             let at = format!("distill.losses[{i}] ({name})");
+            // Logged as `kd.<name>.<term>` (kdet_models::LossKey), which must read back.
+            if name.is_empty() || name.contains('.') {
+                return Err(format!(
+                    "{at}: `name` must be non-empty and hold no `.` (it names the entry's logged terms, kd.<name>.<term>)"
+                ));
+            }
             if !names.insert(name.clone()) {
                 return Err(format!(
                     "{at}: another entry has the same name; set `name` to tell them apart"
@@ -179,5 +185,20 @@ mod tests {
             [0.0, 0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]
         );
         assert_eq!(EntrySchedule::default().factor(0), 1.0);
+    }
+
+    #[test]
+    fn entry_names_must_read_back_from_their_log_keys() {
+        let with_name = |name: &str| -> RecipeConfig {
+            toml::from_str(&format!(
+                "[[losses]]\nname = \"{name}\"\nloss = {{ type = \"pkd\" }}\n"
+            ))
+            .expect("the recipe parses")
+        };
+        assert!(with_name("pkd_p3").validate().is_ok());
+        for bad in ["pkd.p3", ""] {
+            let e = with_name(bad).validate().expect_err(bad);
+            assert!(e.contains("hold no `.`"), "{e}");
+        }
     }
 }

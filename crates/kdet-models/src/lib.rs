@@ -32,6 +32,6 @@ pub use assignment::{Assignment, ImageAssignment, Priors};
 pub use detector::{DenseHead, Detector, DetectorConfig, HeadConfig};
 pub use family::{DenseHeadFamily, DenseHeadFamilyConfig, ModelFamily, ModelOutput};
 pub use output::{
-    DetectorOutput, FeatureMap, FeatureSpec, HeadLevel, LossDict, LossTerm, QueryLayer, RoiOutput,
-    SlotOutput,
+    DetectorOutput, FeatureMap, FeatureSpec, HeadLevel, LossDict, LossKey, LossTerm, QueryLayer,
+    RoiOutput, SlotOutput,
 };

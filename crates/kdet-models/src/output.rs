@@ -1,6 +1,8 @@
 //! What a detector's forward pass returns: typed taps for distillation, plus the loss
 //! dictionary type.
 
+use std::fmt;
+
 use burn::tensor::Tensor;
 use kdet_structures::ImageSize;
 
@@ -136,10 +138,60 @@ impl DetectorOutput {
     }
 }
 
-/// One named loss term.
+/// What a loss term is: a task loss of the model being trained, or a term of a
+/// distillation recipe entry. Logs (`metrics.jsonl`, progress lines) spell it as text
+/// ([`fmt::Display`]; read back with [`LossKey::parse`]): `loss_cls`, `kd.<entry>` for a
+/// method with one term, `kd.<entry>.<term>` otherwise. Entry names hold no `.` (the
+/// recipe planner checks), so the text parses back to the same key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LossKey {
+    /// A task loss (`loss_cls`, `loss_bbox`, ...).
+    Task(String),
+    /// A distillation term: the recipe entry's name and, for a method with several terms,
+    /// the term's.
+    Kd { entry: String, term: Option<String> },
+}
+
+impl LossKey {
+    /// Reads the text form back; anything not under `kd.` is a task loss.
+    pub fn parse(text: &str) -> Self {
+        match text.strip_prefix("kd.") {
+            Some(rest) if !rest.is_empty() => match rest.split_once('.') {
+                Some((entry, term)) => LossKey::Kd {
+                    entry: entry.to_string(),
+                    term: Some(term.to_string()),
+                },
+                None => LossKey::Kd {
+                    entry: rest.to_string(),
+                    term: None,
+                },
+            },
+            _ => LossKey::Task(text.to_string()),
+        }
+    }
+
+    pub fn is_kd(&self) -> bool {
+        matches!(self, LossKey::Kd { .. })
+    }
+}
+
+impl fmt::Display for LossKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LossKey::Task(name) => f.write_str(name),
+            LossKey::Kd { entry, term: None } => write!(f, "kd.{entry}"),
+            LossKey::Kd {
+                entry,
+                term: Some(term),
+            } => write!(f, "kd.{entry}.{term}"),
+        }
+    }
+}
+
+/// One loss term.
 #[derive(Debug, Clone)]
 pub struct LossTerm {
-    pub name: String,
+    pub key: LossKey,
     /// A scalar `[1]`, already multiplied by its weight.
     pub value: Tensor<1>,
     /// Whether the term is part of the training objective. Terms logged for monitoring
@@ -147,7 +199,8 @@ pub struct LossTerm {
     pub backprop: bool,
 }
 
-/// Named loss terms of one step.
+/// The loss terms of one step (losses only: step timings travel beside it, see
+/// `kdet_train::StepLosses`).
 #[derive(Debug, Clone, Default)]
 pub struct LossDict {
     pub terms: Vec<LossTerm>,
@@ -158,30 +211,27 @@ impl LossDict {
         Self::default()
     }
 
-    /// Adds a back-propagated term.
+    /// Adds a back-propagated task loss.
     pub fn push(&mut self, name: impl Into<String>, value: Tensor<1>) {
+        self.push_term(LossKey::Task(name.into()), value);
+    }
+
+    /// Adds a back-propagated term under its key.
+    pub fn push_term(&mut self, key: LossKey, value: Tensor<1>) {
         self.terms.push(LossTerm {
-            name: name.into(),
+            key,
             value,
             backprop: true,
         });
     }
 
-    /// Adds a term that is logged but not optimised.
+    /// Adds a task-side term that is logged but not optimised.
     pub fn push_logged(&mut self, name: impl Into<String>, value: Tensor<1>) {
         self.terms.push(LossTerm {
-            name: name.into(),
+            key: LossKey::Task(name.into()),
             value: value.detach(),
             backprop: false,
         });
-    }
-
-    /// Appends another dictionary's terms, prefixing their names (e.g. `"kd."`).
-    pub fn extend_prefixed(&mut self, prefix: &str, other: LossDict) {
-        for mut t in other.terms {
-            t.name = format!("{prefix}{}", t.name);
-            self.terms.push(t);
-        }
     }
 
     /// Sum of the back-propagated terms; `None` when there is none.
@@ -193,11 +243,44 @@ impl LossDict {
             .reduce(|a, b| a + b)
     }
 
-    /// Every term as a number (reads the tensors back).
+    /// Every term as a number (reads the tensors back), named by its key's text form.
     pub fn scalars(&self) -> Vec<(String, f64)> {
         self.terms
             .iter()
-            .map(|t| (t.name.clone(), t.value.clone().into_scalar::<f32>() as f64))
+            .map(|t| {
+                (
+                    t.key.to_string(),
+                    t.value.clone().into_scalar::<f32>() as f64,
+                )
+            })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod loss_key_tests {
+    use super::LossKey;
+
+    #[test]
+    fn loss_keys_read_back_from_their_text() {
+        let kd = |entry: &str, term: Option<&str>| LossKey::Kd {
+            entry: entry.into(),
+            term: term.map(Into::into),
+        };
+        for (key, text) in [
+            (LossKey::Task("loss_cls".into()), "loss_cls"),
+            (kd("ld", Some("kd")), "kd.ld.kd"),
+            (kd("pkd", None), "kd.pkd"),
+            (kd("fgd", Some("attention")), "kd.fgd.attention"),
+        ] {
+            assert_eq!(key.to_string(), text);
+            assert_eq!(LossKey::parse(text), key, "{text}");
+        }
+        // Not a KD key: a task loss, whatever its name.
+        assert_eq!(LossKey::parse("kd."), LossKey::Task("kd.".into()));
+        assert_eq!(
+            LossKey::parse("mean_output"),
+            LossKey::Task("mean_output".into())
+        );
     }
 }

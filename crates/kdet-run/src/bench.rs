@@ -210,15 +210,15 @@ pub fn train_bench(
                     drop(out);
                 }
                 _ => {
-                    let losses = distill_trainer
+                    let step = distill_trainer
                         .bench_step(batch.clone())
                         .context("distill step")?;
                     device.sync().context("waiting for the device")?;
                     if timed {
-                        for (name, v) in losses {
-                            match name.as_str() {
-                                "time.teacher_ms" => teacher_inside.push(v),
-                                "time.kd_ms" => kd_inside.push(v),
+                        for (name, v) in step.timings {
+                            match name {
+                                "teacher_ms" => teacher_inside.push(v),
+                                "kd_ms" => kd_inside.push(v),
                                 _ => {}
                             }
                         }

@@ -262,43 +262,24 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
-/// A logged name, as kdet's loss dictionaries spell them.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LossKey<'a> {
-    /// A task loss of the detector (`loss_cls`, `loss_bbox`, ...).
-    Task(&'a str),
-    /// A KD term: `kd.<entry>.<term>`.
-    Kd { entry: &'a str, term: &'a str },
-    /// A step timing in milliseconds (`time.teacher_ms`), not a loss.
-    Time(&'a str),
-    /// Anything else.
-    Other(&'a str),
-}
+/// A logged loss name, structured: kdet-models' key type (task loss or KD entry and term),
+/// which also reads the text form back.
+pub use kdet_models::LossKey;
 
-impl<'a> LossKey<'a> {
-    pub fn parse(name: &'a str) -> Self {
-        if let Some(rest) = name.strip_prefix("kd.")
-            && let Some((entry, term)) = rest.rsplit_once('.')
-        {
-            return LossKey::Kd { entry, term };
-        }
-        if let Some(t) = name.strip_prefix("time.") {
-            return LossKey::Time(t);
-        }
-        if name.starts_with("loss") {
-            return LossKey::Task(name);
-        }
-        LossKey::Other(name)
-    }
-}
+/// The prefix earlier kdet versions gave step timings logged among the losses
+/// (`time.teacher_ms`); [`MetricsFile`] moves them to [`TrainPoint::timings`].
+const OLD_TIMING_PREFIX: &str = "time.";
 
 /// A training line of `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainPoint {
     pub step: u64,
-    /// Every logged term (task losses, `kd.*`, `time.*`, see [`LossKey`]); `None` where
-    /// the value was not a number (serde_json writes NaN as `null`).
+    /// Every logged loss term by the text form of its [`LossKey`] (task losses, `kd.*`);
+    /// `None` where the value was not a number (serde_json writes NaN as `null`).
     pub losses: BTreeMap<String, Option<f64>>,
+    /// Step timings in milliseconds (`teacher_ms`, `kd_ms`), not losses; also read from
+    /// the `time.*` terms of earlier versions' files.
+    pub timings: BTreeMap<String, Option<f64>>,
     pub total: Option<f64>,
     pub elapsed_s: Option<f64>,
 }
@@ -354,14 +335,23 @@ impl MetricsFile {
         Ok(metrics)
     }
 
-    /// The mean of a logged term over the training lines that have it.
+    /// The mean of a logged loss term over the training lines that have it.
     pub fn mean(&self, term: &str) -> Option<f64> {
-        let values: Vec<f64> = self
-            .train
-            .iter()
-            .filter_map(|p| p.losses.get(term).copied().flatten())
-            .collect();
-        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+        mean(
+            self.train
+                .iter()
+                .filter_map(|p| p.losses.get(term).copied().flatten()),
+        )
+    }
+
+    /// The mean of a step timing (`teacher_ms`, `kd_ms`) over the training lines that
+    /// have it.
+    pub fn mean_timing(&self, name: &str) -> Option<f64> {
+        mean(
+            self.train
+                .iter()
+                .filter_map(|p| p.timings.get(name).copied().flatten()),
+        )
     }
 
     /// The last step logged (training or evaluation).
@@ -369,6 +359,11 @@ impl MetricsFile {
         let t = self.train.iter().map(|p| p.step);
         t.chain(self.evals.iter().map(|p| p.step)).max()
     }
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let values: Vec<f64> = values.collect();
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
 enum Line {
@@ -417,9 +412,25 @@ fn parse_line(line: &str) -> Result<Line> {
         obj.get(key)
             .map_or(Ok(None), |v| number(v, &format!("`{key}`")))
     };
+    let mut losses = number_map(losses, "losses")?;
+    let mut timings = match obj.get("timings") {
+        Some(t) => number_map(t, "timings")?,
+        None => BTreeMap::new(),
+    };
+    // Earlier versions logged the timings among the losses.
+    let old: Vec<String> = losses
+        .keys()
+        .filter(|k| k.starts_with(OLD_TIMING_PREFIX))
+        .cloned()
+        .collect();
+    for key in old {
+        let value = losses.remove(&key).flatten();
+        timings.insert(key[OLD_TIMING_PREFIX.len()..].to_string(), value);
+    }
     Ok(Line::Train(TrainPoint {
         step,
-        losses: number_map(losses, "losses")?,
+        losses,
+        timings,
         total: optional("total")?,
         elapsed_s: optional("elapsed_s")?,
     }))
@@ -507,7 +518,7 @@ impl DemoSummary {
 mod tests {
     use super::*;
 
-    const TRAIN: &str = r#"{"step":2,"epoch":0,"lr":0.1,"losses":{"loss_cls":1.5,"kd.ld.kd":0.01,"time.kd_ms":3.0},"total":1.51,"images_per_s":9.0,"elapsed_s":1.0}"#;
+    const TRAIN: &str = r#"{"step":2,"epoch":0,"lr":0.1,"losses":{"loss_cls":1.5,"kd.ld.kd":0.01},"timings":{"kd_ms":3.0},"total":1.51,"images_per_s":9.0,"elapsed_s":1.0}"#;
     const EVAL: &str = r#"{"step":2,"epoch":0,"eval":{"bbox_AP":0.25}}"#;
 
     #[test]
@@ -516,9 +527,22 @@ mod tests {
         assert_eq!(m.train.len(), 1);
         assert_eq!(m.train[0].losses["kd.ld.kd"], Some(0.01));
         assert_eq!(m.evals[0].metrics["bbox_AP"], Some(0.25));
-        assert_eq!(m.mean("time.kd_ms"), Some(3.0));
+        assert_eq!(m.mean_timing("kd_ms"), Some(3.0));
         assert_eq!(m.last_step(), Some(2));
         assert!(!m.torn_last_line);
+    }
+
+    #[test]
+    fn timings_of_earlier_files_leave_the_losses() {
+        // Earlier versions logged `time.*` among the losses.
+        let line = r#"{"step":2,"epoch":0,"lr":0.1,"losses":{"loss_cls":1.5,"time.kd_ms":3.0,"time.teacher_ms":null},"total":1.5,"images_per_s":9.0,"elapsed_s":1.0}"#;
+        let m = MetricsFile::parse(Path::new("m.jsonl"), &format!("{line}\n")).unwrap();
+        let p = &m.train[0];
+        assert_eq!(p.losses.keys().collect::<Vec<_>>(), ["loss_cls"]);
+        assert_eq!(p.timings["kd_ms"], Some(3.0));
+        assert_eq!(p.timings["teacher_ms"], None);
+        assert_eq!(m.mean_timing("kd_ms"), Some(3.0));
+        assert_eq!(m.mean("time.kd_ms"), None);
     }
 
     #[test]
@@ -553,22 +577,6 @@ mod tests {
         assert_eq!((m.train.len(), m.evals.len()), (1, 1));
         let m = MetricsFile::parse(Path::new("m.jsonl"), &format!("{TRAIN}\n{EVAL}")).unwrap();
         assert_eq!((m.evals.len(), m.torn_last_line), (1, false));
-    }
-
-    #[test]
-    fn loss_keys_are_structured() {
-        assert_eq!(
-            LossKey::parse("kd.ld.kd_vlr"),
-            LossKey::Kd {
-                entry: "ld",
-                term: "kd_vlr"
-            }
-        );
-        assert_eq!(LossKey::parse("loss_dfl"), LossKey::Task("loss_dfl"));
-        assert_eq!(
-            LossKey::parse("time.teacher_ms"),
-            LossKey::Time("teacher_ms")
-        );
     }
 
     /// The eval.json of an earlier kdet (its stats written as a name -> value map,

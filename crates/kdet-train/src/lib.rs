@@ -54,5 +54,5 @@ pub use metrics::{EvalLog, LogLine, MetricsLog, TrainLog, read_metrics};
 pub use progress::ProgressMode;
 pub use run_dir::read_experiment;
 pub use schedule::LrSchedule;
-pub use train_step::TrainStep;
-pub use trainer::{RunSummary, Trainer};
+pub use train_step::{StepLosses, TrainStep};
+pub use trainer::{RunSummary, StepScalars, Trainer};

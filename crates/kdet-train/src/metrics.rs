@@ -2,9 +2,10 @@
 //!
 //! Two kinds of lines (both carry `step`, the number of optimizer steps completed, and
 //! `epoch`, 0-based):
-//! - [`TrainLog`]: `{"step", "epoch", "lr", "losses": {name: value}, "total", "grad_norm"?,
-//!   "images_per_s", "elapsed_s"}`; losses are the means over the steps since the previous
-//!   line (mmdet's `LoggerHook` averages the same way).
+//! - [`TrainLog`]: `{"step", "epoch", "lr", "losses": {name: value}, "timings"?: {name:
+//!   ms}, "total", "grad_norm"?, "images_per_s", "elapsed_s"}`; losses and timings are the
+//!   means over the steps since the previous line (mmdet's `LoggerHook` averages the same
+//!   way).
 //! - [`EvalLog`]: `{"step", "epoch", "eval": {metric: value}}`.
 //!
 //! On resume the file is cut back to the lines with `step <= checkpoint step` (and a torn
@@ -29,8 +30,14 @@ pub struct TrainLog {
     pub epoch: u64,
     /// The lr of the line's last step.
     pub lr: f64,
-    /// Mean of each loss term over the window (weighted terms, as in `LossDict`).
+    /// Mean of each loss term over the window (weighted terms, as in `LossDict`), by the
+    /// text form of its key (`loss_cls`, `kd.<entry>.<term>`: `kdet_models::LossKey`).
     pub losses: BTreeMap<String, f64>,
+    /// Mean of each step timing the model measures (milliseconds: a distiller's
+    /// `teacher_ms` and `kd_ms`) over the window's steps that had it. Absent when none;
+    /// files of earlier versions logged these among the losses as `time.<name>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub timings: BTreeMap<String, f64>,
     /// Mean of the sum of the back-propagated terms.
     pub total: f64,
     /// Mean global gradient norm before clipping (only when clipping is on).
@@ -144,6 +151,7 @@ mod tests {
             epoch: 0,
             lr: 0.1,
             losses: BTreeMap::from([("a".to_string(), 1.0)]),
+            timings: BTreeMap::new(),
             total: 1.0,
             grad_norm: None,
             images_per_s: 3.0,

@@ -13,12 +13,37 @@ pub trait TrainStep: Module + 'static {
     /// `push_logged` are logged but not optimised. `step` is the 0-based index of the
     /// optimizer step this batch is for (KD schedules: warm-up, stop-at).
     fn losses(&self, batch: &DetectionBatch, step: u64) -> LossDict;
+
+    /// [`losses`](Self::losses) and the timings of parts of the step the model measures
+    /// itself (the trainer logs them apart from the losses); none by default.
+    fn losses_timed(&self, batch: &DetectionBatch, step: u64) -> StepLosses {
+        StepLosses {
+            losses: self.losses(batch, step),
+            timings: Vec::new(),
+        }
+    }
+}
+
+/// A step's losses and its timings (milliseconds, by name: `metrics.jsonl`'s `timings`,
+/// never loss terms).
+#[derive(Debug, Clone)]
+pub struct StepLosses {
+    pub losses: LossDict,
+    pub timings: Vec<(&'static str, f64)>,
 }
 
 /// Distillation: the student's task losses plus the recipe's KD terms (the teacher runs on
-/// its plain device inside).
+/// its plain device inside); times the teacher's forward and the KD terms.
 impl TrainStep for Distiller {
     fn losses(&self, batch: &DetectionBatch, step: u64) -> LossDict {
         self.step_losses(&batch.images, &batch.targets, step)
+    }
+
+    fn losses_timed(&self, batch: &DetectionBatch, step: u64) -> StepLosses {
+        let (losses, timings) = self.step_losses_timed(&batch.images, &batch.targets, step);
+        StepLosses {
+            losses,
+            timings: timings.map_or_else(Vec::new, |t| t.named().to_vec()),
+        }
     }
 }

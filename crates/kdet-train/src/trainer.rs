@@ -21,7 +21,7 @@ use crate::optim::{build_optimizer, clip_global_norm};
 use crate::progress::{Progress, ProgressMode, fmt_num};
 use crate::run_dir::{remove_stale_temporaries, write_run_files};
 use crate::schedule::LrSchedule;
-use crate::train_step::TrainStep;
+use crate::train_step::{StepLosses, TrainStep};
 use crate::{BoxError, TrainError};
 
 /// How a call to [`Trainer::run`] ended.
@@ -43,6 +43,13 @@ pub struct RunSummary {
     pub mean_step_s: f64,
 }
 
+/// A step's loss terms (by key text) and the timings the model measured, as numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepScalars {
+    pub losses: Vec<(String, f64)>,
+    pub timings: Vec<(&'static str, f64)>,
+}
+
 /// Means over the steps since the last log line.
 #[derive(Default)]
 struct Window {
@@ -50,6 +57,8 @@ struct Window {
     images: u64,
     seconds: f64,
     losses: BTreeMap<String, f64>,
+    /// Sum and count of each timing (a model may time some steps only).
+    timings: BTreeMap<String, (f64, u64)>,
     total: f64,
     grad_norm: f64,
 }
@@ -58,6 +67,7 @@ struct StepOutput {
     images: u64,
     lr: f64,
     losses: Vec<(String, f64)>,
+    timings: Vec<(&'static str, f64)>,
     total: f64,
     grad_norm: Option<f64>,
 }
@@ -72,6 +82,16 @@ struct Periods {
 
 fn due(step: u64, every: u64) -> bool {
     every > 0 && step.is_multiple_of(every)
+}
+
+/// Step timings for a progress line: ` [teacher_ms 217 kd_ms 11.3]`, empty when none.
+fn fmt_timings<'a>(timings: impl Iterator<Item = (&'a str, f64)>) -> String {
+    let parts: Vec<String> = timings.map(|(n, ms)| format!("{n} {ms:.1}")).collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", parts.join(" "))
+    }
 }
 
 /// Backend seed of step `step`: SplitMix64 of (seed, step).
@@ -386,6 +406,11 @@ where
                 for (name, v) in &out.losses {
                     *window.losses.entry(name.clone()).or_insert(0.0) += v;
                 }
+                for &(name, ms) in &out.timings {
+                    let (sum, n) = window.timings.entry(name.to_string()).or_default();
+                    *sum += ms;
+                    *n += 1;
+                }
                 let elapsed = self.elapsed_before + session.elapsed().as_secs_f64();
                 progress.step(self.step, || {
                     let terms: Vec<String> = out
@@ -394,10 +419,11 @@ where
                         .map(|(n, v)| format!("{n} {}", fmt_num(*v)))
                         .collect();
                     format!(
-                        "lr {} loss {} ({}) {:.1} img/s",
+                        "lr {} loss {} ({}){} {:.1} img/s",
                         fmt_num(out.lr),
                         fmt_num(out.total),
                         terms.join(" "),
+                        fmt_timings(out.timings.iter().copied()),
                         out.images as f64 / seconds.max(1e-9)
                     )
                 });
@@ -438,9 +464,13 @@ where
     /// One optimizer step on `batch` outside [`Trainer::run`]: the same code as a training
     /// step (forward, losses, backward, clipping, update; the position advances) without
     /// logging, evaluation or checkpoints. For benchmarks (`kdet bench train`); returns the
-    /// step's loss terms. The caller waits for the device if it times the step.
-    pub fn bench_step(&mut self, batch: DetectionBatch) -> Result<Vec<(String, f64)>, TrainError> {
-        Ok(self.train_step(batch)?.losses)
+    /// step's loss terms and timings. The caller waits for the device if it times the step.
+    pub fn bench_step(&mut self, batch: DetectionBatch) -> Result<StepScalars, TrainError> {
+        let out = self.train_step(batch)?;
+        Ok(StepScalars {
+            losses: out.losses,
+            timings: out.timings,
+        })
     }
 
     /// One optimizer step; advances the position. Nothing is changed when a loss is not
@@ -461,7 +491,7 @@ where
             .model
             .take()
             .expect("the model is present between steps");
-        let losses = model.losses(&batch, index);
+        let StepLosses { losses, timings } = model.losses_timed(&batch, index);
         let scalars = losses.scalars();
         let checked = (|| {
             if let Some((name, v)) = scalars.iter().find(|(_, v)| !v.is_finite()) {
@@ -513,6 +543,7 @@ where
             images,
             lr,
             losses: scalars,
+            timings,
             total: total_value,
             grad_norm,
         })
@@ -534,6 +565,11 @@ where
             epoch,
             lr,
             losses: w.losses.iter().map(|(n, v)| (n.clone(), v / k)).collect(),
+            timings: w
+                .timings
+                .iter()
+                .map(|(name, &(sum, n))| (name.clone(), sum / n.max(1) as f64))
+                .collect(),
             total: w.total / k,
             grad_norm: self.config.grad_clip.as_ref().map(|_| w.grad_norm / k),
             images_per_s: w.images as f64 / w.seconds.max(1e-9),
@@ -550,10 +586,11 @@ where
             epoch,
             self.schedule.total_steps as f64 / self.batches_per_epoch as f64,
             &format!(
-                "lr {} loss {} ({}) {:.1} img/s",
+                "lr {} loss {} ({}){} {:.1} img/s",
                 fmt_num(lr),
                 fmt_num(line.total),
                 terms.join(" "),
+                fmt_timings(line.timings.iter().map(|(n, ms)| (n.as_str(), *ms))),
                 line.images_per_s
             ),
         );

@@ -13,7 +13,7 @@ use super::svg::{PALETTE, escape};
 /// The stats of the table, as named in `eval.json`.
 const STATS: [&str; 6] = ["AP", "AP50", "AP75", "APs", "APm", "APl"];
 /// Mean timings shown when a run logged them (`kdet distill`).
-const TIMINGS: [(&str, &str); 2] = [("time.teacher_ms", "teacher ms"), ("time.kd_ms", "KD ms")];
+const TIMINGS: [(&str, &str); 2] = [("teacher_ms", "teacher ms"), ("kd_ms", "KD ms")];
 
 /// The run the gains are measured against: the one labelled `student`, else the second.
 fn baseline(runs: &[Run]) -> Option<usize> {
@@ -55,7 +55,7 @@ fn table(runs: &[Run]) -> String {
     let timings: Vec<(&str, &str)> = TIMINGS
         .iter()
         .copied()
-        .filter(|(term, _)| runs.iter().any(|r| r.mean(term).is_some()))
+        .filter(|(name, _)| runs.iter().any(|r| r.mean_timing(name).is_some()))
         .collect();
     let mut h = String::from(
         "<table class=\"runs\"><thead><tr><th>run</th><th>directory</th><th>status</th><th>params</th>",
@@ -135,8 +135,8 @@ fn table(runs: &[Run]) -> String {
                 let _ = write!(h, "<td class=\"num\">{DASH}</td>");
             }
         }
-        for (term, _) in &timings {
-            match r.mean(term) {
+        for (name, _) in &timings {
+            match r.mean_timing(name) {
                 Some(v) => {
                     let _ = write!(h, "<td class=\"num\">{v:.1}</td>");
                 }
@@ -159,19 +159,14 @@ fn table(runs: &[Run]) -> String {
     h
 }
 
-/// Logged terms in plotting order: task losses, KD terms, anything else; never `time.*`.
+/// Logged terms in plotting order: task losses, then KD terms (timings are not losses).
 fn loss_terms(runs: &[Run]) -> Vec<String> {
     let mut terms: Vec<String> = runs
         .iter()
         .filter_map(|r| r.metrics.as_ref())
         .flat_map(|m| m.train.iter().flat_map(|p| p.losses.keys().cloned()))
-        .filter(|t| !matches!(LossKey::parse(t), LossKey::Time(_)))
         .collect();
-    let rank = |t: &str| match LossKey::parse(t) {
-        LossKey::Task(_) => 0,
-        LossKey::Kd { .. } => 1,
-        LossKey::Time(_) | LossKey::Other(_) => 2,
-    };
+    let rank = |t: &str| LossKey::parse(t).is_kd();
     terms.sort_by(|a, b| (rank(a), a).cmp(&(rank(b), b)));
     terms.dedup();
     terms
@@ -190,7 +185,7 @@ fn loss_chart(run: &Run, terms: &[String]) -> String {
             name: term.clone(),
             color: PALETTE[k % PALETTE.len()].to_string(),
             width: 1.5,
-            dashed: matches!(LossKey::parse(term), LossKey::Kd { .. }),
+            dashed: LossKey::parse(term).is_kd(),
             markers,
             points: train
                 .iter()

@@ -66,9 +66,9 @@ impl Run {
         self.eval.is_none()
     }
 
-    /// The mean of a logged term (e.g. `time.teacher_ms`).
-    pub fn mean(&self, term: &str) -> Option<f64> {
-        self.metrics.as_ref().and_then(|m| m.mean(term))
+    /// The mean of a logged step timing (e.g. `teacher_ms`).
+    pub fn mean_timing(&self, name: &str) -> Option<f64> {
+        self.metrics.as_ref().and_then(|m| m.mean_timing(name))
     }
 }
 

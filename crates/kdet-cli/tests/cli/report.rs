@@ -121,11 +121,13 @@ fn a_report_compares_a_run_and_its_distilled_student() {
         assert!(terms.iter().any(|t| t.starts_with("loss_")), "{terms:?}");
         for term in &terms {
             let polyline = format!("<polyline data-series=\"{term}\"");
-            if term.starts_with("time.") {
-                assert!(!chart.contains(&polyline), "{label}: {term} is not a loss");
-            } else {
-                assert!(chart.contains(&polyline), "{label}: no line for {term}");
-            }
+            assert!(chart.contains(&polyline), "{label}: no line for {term}");
+        }
+        for timing in ["teacher_ms", "kd_ms", "time."] {
+            assert!(
+                !chart.contains(&format!("<polyline data-series=\"{timing}")),
+                "{label}: {timing} is not a loss"
+            );
         }
         assert!(chart.contains("<polyline data-series=\"total\""));
         assert!(

@@ -193,7 +193,7 @@ mod tests {
             let (head, levels, targets, assignment) = setup(&device, cfg, Some(1.0));
             assert!(assignment.num_positives() > 0);
             let losses = head.loss(&levels, &targets, &assignment);
-            let names: Vec<String> = losses.terms.iter().map(|t| t.name.clone()).collect();
+            let names: Vec<String> = losses.terms.iter().map(|t| t.key.to_string()).collect();
             assert_eq!(names, ["loss_cls", "loss_bbox", "loss_centerness"]);
             for (name, v) in scalars(&losses) {
                 assert!(v.is_finite() && v > 0.0, "{name} = {v}");

@@ -192,7 +192,7 @@ mod tests {
         let assignment = head.assign(&priors, &t);
         assert!(assignment.num_positives() > 0);
         let losses = head.loss(&levels, &t, &assignment);
-        let names: Vec<String> = losses.terms.iter().map(|t| t.name.clone()).collect();
+        let names: Vec<String> = losses.terms.iter().map(|t| t.key.to_string()).collect();
         assert_eq!(names, ["loss_cls", "loss_bbox", "loss_dfl"]);
         for (name, v) in losses.scalars() {
             assert!(v.is_finite() && v > 0.0, "{name} = {v}");
