@@ -17,3 +17,26 @@ def replace_section(md: Path, lines: list[str]) -> str:
         text = text.rstrip("\n") + "\n\n" + new
     md.write_text(text.rstrip("\n") + "\n")
     return new
+
+
+def section_lines(md: Path, heading: str) -> list[str]:
+    """The lines of the section with `heading` in `md` (empty when there is none)."""
+    if not md.exists():
+        return []
+    text = md.read_text()
+    start = text.find(heading + "\n")
+    if start < 0:
+        return []
+    end = text.find("\n## ", start + len(heading))
+    return text[start:end if end >= 0 else None].splitlines()
+
+
+def table_rows(md: Path, heading: str) -> list[tuple[str, str]]:
+    """The body rows of the tables in a section, as (first cell, whole line), in order: what
+    a table writer keeps of an earlier run for the rows it cannot recompute."""
+    rows = []
+    for line in section_lines(md, heading):
+        cells = [c.strip() for c in line.split("|")]
+        if line.startswith("| ") and len(cells) > 3 and not set(cells[1]) <= set("-:"):
+            rows.append((cells[1], line))
+    return rows[1:] if rows else rows  # the first is the header

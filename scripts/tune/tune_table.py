@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from mdsection import replace_section  # noqa: E402
+from mdsection import replace_section, section_lines, table_rows  # noqa: E402
 
 HEADING = "## Tuning the KD weights of the synthetic presets"
 
@@ -32,6 +32,17 @@ def main():
     evals, md = Path(sys.argv[1]), Path(sys.argv[2])
     methods, factors = sys.argv[3].split(), sys.argv[4].split()
     base = load(evals / "baseline-x1.json")
+    # Methods tuned by an earlier run of this script and not by this one keep their rows
+    # and their choice (the cells behind them need not be on this machine).
+    kept = [(m, line) for m, line in table_rows(md, HEADING) if m not in methods + ["baseline"]]
+    kept_chosen = {}
+    for line in section_lines(md, HEADING):
+        if line.startswith("Chosen factors: "):
+            listed = line[len("Chosen factors: "):].split(". Box AP")[0]
+            for item in listed.split(", "):
+                m, _, f = item.partition(" x")
+                if m not in methods and f:
+                    kept_chosen[m] = f
     lines = [
         HEADING,
         "",
@@ -43,7 +54,7 @@ def main():
         "split**: the 250 val images of `kdet data synth --seed 1` (the reported val split",
         "is seed 0's). The factor with the best tuning-split box AP is shipped (ties: the",
         "one nearest 1). Reproduce with `bash scripts/tune-distill.sh` (after",
-        "`scripts/bench-distill.sh`, which trains the teacher and the baseline).",
+        "`scripts/bench-distill.sh`, which trains the baseline; both use the shipped teacher).",
         "",
         "| method | factor | KD weight | tune AP | AP50 | AP75 | APs | chosen |",
         "|---|---:|---:|---:|---:|---:|---:|:---:|",
@@ -53,7 +64,10 @@ def main():
         lines.append(
             "| baseline | | | " + " | ".join(f"{100 * v:.1f}" for v in s) + " | |"
         )
-    chosen = {}
+    else:
+        lines += [line for m, line in table_rows(md, HEADING) if m == "baseline"]
+    lines += [line for _, line in kept]
+    chosen = dict(kept_chosen)
     for m in methods:
         rows = []
         for f in factors:

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The FGD ablation on the built-in data (issue #21): the shipped FGD recipe
+# (configs/distill/fgd_gfl_synth.toml) with one thing changed per variant, each cell the
+# benchmark's schedule, teacher, data order and val split (scripts/bench-distill.sh), into
+# runs/ablate/<variant>-seed<S>/. The table "## FGD ablation" in docs/benchmarks.md
+# compares them with the baseline and FGD cells of runs/bench/distill/.
+#
+#   bash scripts/ablate-fgd.sh                      # every variant, seeds 0 1
+#   VARIANTS="fgd-x65" SEEDS="0" bash scripts/ablate-fgd.sh
+#   bash scripts/ablate-fgd.sh --list               # the variants and what they change
+#
+# Resumable: a finished cell (its eval.json exists) is skipped, an interrupted one continues
+# from its last checkpoint. Two cells at once, one compute thread each, are faster on a
+# 2-core machine than one after the other: run two of these with disjoint VARIANTS.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+F=configs/distill/fgd_gfl_synth.toml
+B=configs/distill/baseline_gfl_synth.toml
+L=distill.losses.0.loss
+# 65 = 1333x800 / (128x128): how many more positions a COCO image has than a built-in one.
+# FGD's global loss is a sum over positions and its attention loss a sum over positions
+# (spatial) and channels, with coefficients tuned on COCO; its focal losses are not
+# (the masks give each object, and the background, a total weight of about 1).
+narrow=(--set model.neck.out_channels=32 --set model.head.feat_channels=32)
+
+variant() { # name -> config, then --set arguments, one per line
+  case $1 in
+    fgd-inherit_only) # the inherited neck and head alone: FGD's weight 0
+      echo "$F"; printf '%s\n' --set distill.losses.0.weight=0 ;;
+    fgd-no_inherit) # FGD's loss without copying the teacher's neck and head
+      echo "$F"; printf '%s\n' --set distill.inherit=false ;;
+    fgd-focal_only) # the focal losses (fg + bg) alone
+      echo "$F"; printf '%s\n' --set $L.gamma_attention=0 --set $L.lambda_global=0 ;;
+    fgd-attention_only_x65) # the attention loss alone, at gamma x 65
+      echo "$F"; printf '%s\n' --set $L.alpha_fg=0 --set $L.beta_bg=0 --set $L.lambda_global=0 \
+        --set $L.gamma_attention=3.25e-2 ;;
+    fgd-global_only_x65) # the global (GcBlock) loss alone, at lambda x 65
+      echo "$F"; printf '%s\n' --set $L.alpha_fg=0 --set $L.beta_bg=0 --set $L.gamma_attention=0 \
+        --set $L.lambda_global=3.25e-4 ;;
+    fgd-x65) # every term, with gamma and lambda scaled to the positions of a COCO image
+      echo "$F"; printf '%s\n' --set $L.gamma_attention=3.25e-2 --set $L.lambda_global=3.25e-4 ;;
+    baseline-narrow) # the heterogeneous student alone: half-width neck and head
+      echo "$B"; printf '%s\n' "${narrow[@]}" ;;
+    fgd-narrow) # FGD into it: a 1x1 connector (FGD's align), nothing to inherit
+      echo "$F"; printf '%s\n' "${narrow[@]}" --set distill.inherit=false \
+        --set distill.losses.0.connector=conv1x1 ;;
+    *) echo "ablate-fgd.sh: unknown variant $1 (--list)" >&2; return 1 ;;
+  esac
+}
+all="fgd-inherit_only fgd-no_inherit fgd-focal_only fgd-attention_only_x65 fgd-global_only_x65
+  fgd-x65 baseline-narrow fgd-narrow"
+if [ "${1:-}" = --list ]; then
+  for v in $all; do
+    echo "$v: $(grep -A1 "^    $v)" "$0" | head -1 | sed 's/.*# //')"
+    variant "$v" | tail -n +2 | paste -sd' ' | sed 's/^/    /'
+  done
+  exit 0
+fi
+variants=${VARIANTS:-$all}
+seeds=${SEEDS:-"0 1"}
+teacher=${TEACHER:-assets/teacher/gfl_synth_teacher-seed0.ckpt}
+if [ -z "${KDET_BIN:-}" ]; then cargo build --release --quiet; fi
+mkdir -p runs/ablate
+# A private copy, replaced by rename: cells still running keep the old file.
+cp "${KDET_BIN:-target/release/kdet}" runs/ablate/.kdet.new && mv -f runs/ablate/.kdet.new runs/ablate/.kdet
+bin="$root/runs/ablate/.kdet"
+for v in $variants; do
+  mapfile -t spec < <(variant "$v")
+  [ "${#spec[@]}" -gt 0 ] || exit 1
+  for seed in $seeds; do
+    out="runs/ablate/$v-seed$seed"
+    if [ -f "$out/eval.json" ]; then
+      echo "== $out: done, skipped"
+    elif [ -f "$out/last.ckpt" ]; then
+      echo "== $out: resuming"
+      "$bin" distill --out "$out" --resume >>"$out.log" 2>&1
+    else
+      echo "== $out: distilling (log: $out.log)"
+      "$bin" distill --config "${spec[0]}" "${spec[@]:1}" --teacher "$teacher" --seed "$seed" \
+        --out "$out" >"$out.log" 2>&1
+    fi
+  done
+done
+# TABLE=0: leave docs/benchmarks.md alone (several of these running at once).
+if [ "${TABLE:-1}" = 1 ]; then python3 scripts/bench/fgd_ablation_table.py runs docs/benchmarks.md; fi
