@@ -24,6 +24,7 @@ pub mod heads;
 pub mod layers;
 pub mod losses;
 pub mod neck;
+pub mod ops;
 pub mod output;
 pub mod priors;
 pub mod weights;
