@@ -1,4 +1,5 @@
 //! Integration tests of kdet-models (one test binary for the crate).
 
+mod matching;
 mod overfit;
 mod weights;
