@@ -4,3 +4,4 @@
 //! detectron2, scipy) and checked on committed fixtures.
 
 pub mod matching;
+pub mod transformer;

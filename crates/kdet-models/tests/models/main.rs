@@ -2,4 +2,5 @@
 
 mod matching;
 mod overfit;
+mod transformer;
 mod weights;
