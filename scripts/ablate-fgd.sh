@@ -38,6 +38,8 @@ variant() { # name -> config, then --set arguments, one per line
     fgd-global_only_x65) # the global (GcBlock) loss alone, at lambda x 65
       echo "$F"; printf '%s\n' --set $L.alpha_fg=0 --set $L.beta_bg=0 --set $L.gamma_attention=0 \
         --set $L.lambda_global=3.25e-4 ;;
+    fgd-t2) # temperature 2 instead of 0.5: a spatial attention that is not one-hot here
+      echo "$F"; printf '%s\n' --set $L.temperature=2 ;;
     fgd-x65) # every term, with gamma and lambda scaled to the positions of a COCO image
       echo "$F"; printf '%s\n' --set $L.gamma_attention=3.25e-2 --set $L.lambda_global=3.25e-4 ;;
     baseline-narrow) # the heterogeneous student alone: half-width neck and head
@@ -48,8 +50,8 @@ variant() { # name -> config, then --set arguments, one per line
     *) echo "ablate-fgd.sh: unknown variant $1 (--list)" >&2; return 1 ;;
   esac
 }
-all="fgd-inherit_only fgd-no_inherit fgd-focal_only fgd-attention_only_x65 fgd-global_only_x65
-  fgd-x65 baseline-narrow fgd-narrow"
+all="fgd-inherit_only fgd-no_inherit fgd-t2 fgd-focal_only fgd-attention_only_x65
+  fgd-global_only_x65 fgd-x65 baseline-narrow fgd-narrow"
 if [ "${1:-}" = --list ]; then
   for v in $all; do
     echo "$v: $(grep -A1 "^    $v)" "$0" | head -1 | sed 's/.*# //')"
@@ -62,6 +64,11 @@ seeds=${SEEDS:-"0 1"}
 teacher=${TEACHER:-assets/teacher/gfl_synth_teacher-seed0.ckpt}
 if [ -z "${KDET_BIN:-}" ]; then cargo build --release --quiet; fi
 mkdir -p runs/ablate
+# The teacher's attention and the focal masks' weights at FGD's temperature and others
+# (crates/kdet-run/examples/fgd_probe.rs): the table's "attention" block.
+if [ ! -f runs/ablate/probe.txt ]; then
+  cargo run --release --quiet --example fgd_probe -p kdet-run -- 8 0.5 1 2 5 >runs/ablate/probe.txt
+fi
 # A private copy, replaced by rename: cells still running keep the old file.
 cp "${KDET_BIN:-target/release/kdet}" runs/ablate/.kdet.new && mv -f runs/ablate/.kdet.new runs/ablate/.kdet
 bin="$root/runs/ablate/.kdet"

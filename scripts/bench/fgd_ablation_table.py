@@ -27,6 +27,7 @@ VARIANTS = [
     ("fgd", "baseline", "the shipped recipe: inherit, weight 0.002175, official coefficients"),
     ("fgd-inherit_only", "baseline", "inherit only (FGD weight 0)"),
     ("fgd-no_inherit", "baseline", "FGD without inherit"),
+    ("fgd-t2", "baseline", "temperature 2 instead of 0.5"),
     ("fgd-focal_only", "baseline", "fg + bg only (γ = λ = 0)"),
     ("fgd-attention_only_x65", "baseline", "attention only, γ × 65"),
     ("fgd-global_only_x65", "baseline", "global only, λ × 65"),
@@ -125,6 +126,23 @@ def main() -> None:
         *rows,
         "",
     ]
+    probe = runs / "ablate" / "probe.txt"
+    if probe.exists():
+        section += [
+            "What FGD's temperature does to the teacher's spatial attention here",
+            "(`cargo run --release --example fgd_probe -p kdet-run -- 8 0.5 1 2 5`: the",
+            "shipped teacher on the first 64 training images; `mean|F|` / `std|F|`: mean and",
+            "spread over positions of `mean_c |F|`, what `softmax(· / τ)` sees; `top1%`: the",
+            "attention mass on the 1% most attended positions; `fg A` / `bg A`: the",
+            "attention-weighted mass of the foreground mask (one unit per object) and of the",
+            "background mask (one unit per image), the factors besides the feature difference",
+            "that multiply α and β):",
+            "",
+            "```text",
+            *probe.read_text().rstrip("\n").splitlines(),
+            "```",
+            "",
+        ]
     print(replace_section(md, section))
 
 
