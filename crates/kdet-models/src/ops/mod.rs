@@ -2,3 +2,6 @@
 //! sampling (`point_sample`, `roi_align`), attention blocks and positional encodings, and
 //! matching. Each is written against a reference implementation (PyTorch, torchvision,
 //! detectron2, scipy) and checked on committed fixtures.
+
+pub mod roi_align;
+pub mod sample;
