@@ -26,7 +26,8 @@ use kdet_models::ops::roi_align::{
     MultiScaleRoiAlignConfig, Roi, RoiAlignConfig, multi_scale_roi_align, roi_align,
 };
 use kdet_models::ops::sample::{
-    PointDraws, UncertainPointsConfig, point_sample, uncertain_point_coords_with_randomness,
+    PointDraws, UncertainPointsConfig, point_sample, point_sample_grid_decomposed,
+    uncertain_point_coords_with_randomness,
 };
 
 /// Deterministic RoIs inside a `size`-pixel image of a batch of `batch` (a small LCG so
@@ -69,9 +70,9 @@ fn median_ms(mut f: impl FnMut(), warmup: usize, runs: usize) -> (f64, f64, f64)
     (median, times[0], times[times.len() - 1])
 }
 
-fn report(case: &str, mode: &str, (median, min, max): (f64, f64, f64)) {
+fn report(case: &str, path: &str, mode: &str, (median, min, max): (f64, f64, f64)) {
     println!(
-        "{{\"framework\":\"kdet\",\"case\":\"{case}\",\"mode\":\"{mode}\",\"median_ms\":{median:.4},\"min_ms\":{min:.4},\"max_ms\":{max:.4}}}"
+        "{{\"framework\":\"kdet\",\"case\":\"{case}\",\"path\":\"{path}\",\"mode\":\"{mode}\",\"median_ms\":{median:.4},\"min_ms\":{min:.4},\"max_ms\":{max:.4}}}"
     );
 }
 
@@ -79,6 +80,8 @@ fn report(case: &str, mode: &str, (median, min, max): (f64, f64, f64)) {
 /// autodiff one; `op(x, autodiff)` gets which, to pick its constants on that device.
 fn bench_both<const D: usize>(
     case: &str,
+    path: &str,
+    forward: bool,
     shape: [usize; 4],
     op: impl Fn(Tensor<4>, bool) -> Tensor<D>,
     warmup: usize,
@@ -88,15 +91,17 @@ fn bench_both<const D: usize>(
     let autodiff = Device::flex().autodiff();
     plain.seed(0);
     let x = Tensor::<4>::random(shape, Distribution::Default, &plain);
-    let fwd = median_ms(
-        || {
-            let out = op(x.clone(), false);
-            let _ = out.sum().into_scalar::<f32>();
-        },
-        warmup,
-        runs,
-    );
-    report(case, "fwd", fwd);
+    if forward {
+        let fwd = median_ms(
+            || {
+                let out = op(x.clone(), false);
+                let _ = out.sum().into_scalar::<f32>();
+            },
+            warmup,
+            runs,
+        );
+        report(case, path, "fwd", fwd);
+    }
     let xa = Tensor::<4>::from_data(x.to_data(), &autodiff).require_grad();
     let both = median_ms(
         || {
@@ -108,7 +113,7 @@ fn bench_both<const D: usize>(
         warmup,
         runs,
     );
-    report(case, "fwd+bwd", both);
+    report(case, path, "fwd+bwd", both);
 }
 
 fn main() {
@@ -125,13 +130,27 @@ fn main() {
         plain.seed(1);
         let coords = Tensor::<3>::random([32, points, 2], Distribution::Default, &plain);
         let coords_ad = Tensor::<3>::from_data(coords.to_data(), &autodiff);
+        let case = format!("point_sample [32,1,32,32] P={points}");
         bench_both(
-            &format!("point_sample [32,1,32,32] P={points}"),
+            &case,
+            "dedicated backward",
+            true,
             [32, 1, 32, 32],
             |x, ad| {
                 let c = if ad { &coords_ad } else { &coords };
                 point_sample(x, c.clone())
             },
+            warmup,
+            runs,
+        );
+        // burn's own gradient of grid_sample_2d (its reference decomposition)
+        let grid_ad = coords_ad.clone().reshape([32, points, 1, 2]);
+        bench_both(
+            &case,
+            "grid_sample_2d autodiff",
+            false,
+            [32, 1, 32, 32],
+            |x, _| point_sample_grid_decomposed(x, grid_ad.clone()),
             warmup,
             runs,
         );
@@ -153,7 +172,7 @@ fn main() {
         warmup,
         runs,
     );
-    report("uncertain points [32,1,32,32] P=12544", "fwd", t);
+    report("uncertain points [32,1,32,32] P=12544", "", "fwd", t);
 
     let boxes = rois(64, 8, 128.0);
     let config = RoiAlignConfig::new([7, 7])
@@ -161,6 +180,8 @@ fn main() {
         .with_sampling_ratio(2);
     bench_both(
         "roi_align [8,64,16,16] R=64 7x7 sr=2",
+        "",
+        true,
         [8, 64, 16, 16],
         |x, _| roi_align(x, &boxes, &config),
         warmup,
@@ -171,6 +192,8 @@ fn main() {
     let config = MultiScaleRoiAlignConfig::new([7, 7]).with_sampling_ratio(2);
     bench_both(
         "multi-level roi_align P2-P4 of [8,64,128,128] R=64 7x7 sr=2",
+        "",
+        true,
         [8, 64, 56, 56],
         |x, _| {
             let levels = [(0, 32, 4), (32, 16, 8), (48, 8, 16)]

@@ -16,11 +16,14 @@
 //!
 //! Built on burn's `Tensor::grid_sample_2d`, whose bilinear / zero-padding /
 //! `align_corners = false` semantics equal PyTorch's `F.grid_sample` (pixel
-//! `x = ((g + 1)·W − 1) / 2`, out-of-map corners read as zero); no correction was
-//! needed. Its gradient (to the map and to the grid) comes from burn's reference
-//! decomposition into gather / mask / arithmetic ops, which agrees with PyTorch's
-//! `grid_sampler_2d_backward` away from integer pixel coordinates (where both are only
-//! one-sided derivatives). Checked on `tests/fixtures/ops/point_sample.json`.
+//! `x = ((g + 1)·W − 1) / 2`, out-of-map corners read as zero): no correction was needed,
+//! on burn-flex's kernel (plain device) nor on burn's autodiff path, which differentiates
+//! `grid_sample_2d` through its reference decomposition into gather / mask / arithmetic
+//! ops ([`point_sample_grid_decomposed`]) and agrees with PyTorch's
+//! `grid_sampler_2d_backward` for the map and the grid. That decomposition is a long
+//! graph, so on an autodiff device [`point_sample_grid`] takes a dedicated path with the
+//! same values and gradients and a short graph (`bilinear_with_gradient`). All three are
+//! checked on `tests/fixtures/ops/point_sample.json`.
 
 use burn::config::Config;
 use burn::tensor::ops::{GridSampleOptions, GridSamplePaddingMode, InterpolateMode};
@@ -54,7 +57,8 @@ pub fn point_sample(input: Tensor<4>, coords: Tensor<3>) -> Tensor<3> {
 }
 
 /// The grid form of [`point_sample`] (detectron2's 4-d `point_coords`): one sample per
-/// grid cell.
+/// grid cell. On a plain device this is burn's `grid_sample_2d`; on an autodiff device the
+/// dedicated path with the same values and gradients (see the module header).
 ///
 /// # Shapes
 /// - `input`: `[N, C, H, W]`, `coords`: `[N, Hg, Wg, 2]` → `[N, C, Hg, Wg]`
@@ -65,9 +69,102 @@ pub fn point_sample_grid(input: Tensor<4>, coords: Tensor<4>) -> Tensor<4> {
         nc == n && two == 2,
         "point_sample_grid: coords must be [{n}, Hg, Wg, 2], got [{nc}, {hg}, {wg}, {two}]"
     );
+    if input.is_autodiff() || coords.is_autodiff() {
+        return bilinear_with_gradient(input, coords);
+    }
     // [0, 1] -> grid_sample's [-1, 1]
     let grid = coords.mul_scalar(2.0).sub_scalar(1.0);
     input.grid_sample_2d(grid, point_sample_options())
+}
+
+/// [`point_sample_grid`] on `grid_sample_2d` alone, through burn's autodiff decomposition
+/// on an autodiff device: the reference the dedicated path below is tested against.
+pub fn point_sample_grid_decomposed(input: Tensor<4>, coords: Tensor<4>) -> Tensor<4> {
+    let grid = coords.mul_scalar(2.0).sub_scalar(1.0);
+    input.grid_sample_2d(grid, point_sample_options())
+}
+
+/// The autodiff path of [`point_sample_grid`]: the same bilinear sample with a short
+/// graph. burn differentiates `grid_sample_2d` through its reference decomposition (some
+/// fifty tracked ops over `[N, C, Hg, Wg]`, masks and integer casts included); here the
+/// corner indices, the bilinear weights and their derivatives are computed once on the
+/// host from the coordinates (which `floor` makes piecewise constant anyway), and the
+/// graph holds one gather of the four corners, one weighting and, for the coordinates, a
+/// zero-valued linear term `A·x + B·y − detach(A·x + B·y)` whose gradient is PyTorch's
+/// `grid_sampler_2d_backward` grid gradient (`A = ∂out/∂x`, `B = ∂out/∂y`, constants).
+/// Both gradients are exact; at integer pixel coordinates they are the same one-sided
+/// derivatives as PyTorch's (the `floor` picks the corner).
+fn bilinear_with_gradient(input: Tensor<4>, coords: Tensor<4>) -> Tensor<4> {
+    let [n, c, h, w] = input.dims();
+    let [_, hg, wg, _] = coords.dims();
+    let p = hg * wg;
+    let device = input.device();
+    let xy = coords
+        .clone()
+        .without_autodiff()
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 coordinates after convert");
+    // Per point and corner k (00, 10, 01, 11 as (dx, dy)): flat index, weight, and the
+    // weight's derivatives w.r.t. the [0, 1] coordinates. Layout [N, 4, P].
+    let mut index = vec![0i64; n * 4 * p];
+    let mut weight = vec![0f32; n * 4 * p];
+    let mut d_x = vec![0f32; n * 4 * p];
+    let mut d_y = vec![0f32; n * 4 * p];
+    let (wf, hf) = (w as f32, h as f32);
+    for b in 0..n {
+        for i in 0..p {
+            let cx = xy[(b * p + i) * 2];
+            let cy = xy[(b * p + i) * 2 + 1];
+            // PyTorch's grid_sampler_compute_source_index, align_corners=False, on the
+            // grid value 2c − 1 as point_sample forms it
+            let px = ((2.0 * cx - 1.0 + 1.0) * wf - 1.0) / 2.0;
+            let py = ((2.0 * cy - 1.0 + 1.0) * hf - 1.0) / 2.0;
+            let (x0, y0) = (px.floor(), py.floor());
+            let (fx, fy) = (px - x0, py - y0);
+            let (x0, y0) = (x0 as i64, y0 as i64);
+            let corners = [
+                (x0, y0, (1.0 - fx) * (1.0 - fy), -(1.0 - fy), -(1.0 - fx)),
+                (x0 + 1, y0, fx * (1.0 - fy), 1.0 - fy, -fx),
+                (x0, y0 + 1, (1.0 - fx) * fy, -fy, 1.0 - fx),
+                (x0 + 1, y0 + 1, fx * fy, fy, fx),
+            ];
+            for (k, &(xi, yi, wt, dwx, dwy)) in corners.iter().enumerate() {
+                let inside = xi >= 0 && xi < w as i64 && yi >= 0 && yi < h as i64;
+                if !inside {
+                    continue; // zero padding: index 0 with weight 0
+                }
+                let j = (b * 4 + k) * p + i;
+                index[j] = yi * w as i64 + xi;
+                weight[j] = wt;
+                // d px / d cx = W, d py / d cy = H
+                d_x[j] = dwx * wf;
+                d_y[j] = dwy * hf;
+            }
+        }
+    }
+    let index =
+        Tensor::<3, burn::tensor::Int>::from_data(TensorData::new(index, [n, 1, 4 * p]), &device)
+            .expand([n, c, 4 * p]);
+    let constant = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [n, 1, 4, p]), &device);
+    // [N, C, H·W] -> the four corners of every point, [N, C, 4, P]
+    let corners = input
+        .reshape([n, c, h * w])
+        .gather(2, index)
+        .reshape([n, c, 4, p]);
+    let out = (corners.clone() * constant(weight)).sum_dim(2); // [N, C, 1, P]
+    if coords.is_autodiff() {
+        let corners = corners.detach();
+        let a = (corners.clone() * constant(d_x)).sum_dim(2); // ∂out/∂x, [N, C, 1, P]
+        let b = (corners * constant(d_y)).sum_dim(2);
+        let cx = coords.clone().slice_dim(3, 0..1).reshape([n, 1, 1, p]);
+        let cy = coords.slice_dim(3, 1..2).reshape([n, 1, 1, p]);
+        let linear = cx * a + cy * b;
+        let zero = linear.clone() - linear.detach();
+        return (out + zero).reshape([n, c, hg, wg]);
+    }
+    out.reshape([n, c, hg, wg])
 }
 
 /// Mask2Former's `calculate_uncertainty`: `−|logit|` of a class-agnostic mask logit, so
@@ -148,7 +245,7 @@ impl PointDraws<'_> {
 /// then appends `P − ⌊β·P⌋` fresh uniform points.
 ///
 /// Runs without gradients (the reference runs under `torch.no_grad()`): the logits are
-/// detached, and the coordinates are constants.
+/// read off their graph, and the coordinates are constants.
 ///
 /// # Shapes
 /// - `coarse_logits`: `[N, 1, H, W]` → `[N, P, 2]` coordinates in `[0, 1)`
@@ -163,11 +260,15 @@ pub fn uncertain_point_coords_with_randomness(
         "uncertain points need class-agnostic logits [N, 1, H, W], got {one} channels"
     );
     let (sampled, uncertain, random) = config.counts();
+    // No graph: sample on the plain device (burn-flex's kernel), hand the coordinates back
+    // on the logits' kind of device.
+    let autodiff = coarse_logits.is_autodiff();
+    let coarse_logits = coarse_logits.without_autodiff();
     let device = coarse_logits.device();
     let candidates = draws.uniform([n, sampled, 2], &device);
     let mut parts = Vec::with_capacity(2);
     if uncertain > 0 {
-        let logits = point_sample(coarse_logits.detach(), candidates.clone()); // [N, 1, S]
+        let logits = point_sample(coarse_logits, candidates.clone()); // [N, 1, S]
         let uncertainty = calculate_uncertainty(logits).reshape([n, sampled]);
         let (_, idx) = uncertainty.topk_with_indices(uncertain, 1); // [N, U]
         let idx: Tensor<3, Int> = idx.reshape([n, uncertain, 1]).expand([n, uncertain, 2]);
@@ -176,7 +277,8 @@ pub fn uncertain_point_coords_with_randomness(
     if random > 0 {
         parts.push(draws.uniform([n, random, 2], &device));
     }
-    Tensor::cat(parts, 1)
+    let coords = Tensor::cat(parts, 1);
+    if autodiff { coords.autodiff() } else { coords }
 }
 
 #[cfg(test)]
@@ -248,6 +350,42 @@ mod tests {
         }
     }
 
+    /// The dedicated autodiff path against burn's decomposition of `grid_sample_2d`:
+    /// same values, same gradients to the map and to the coordinates, with points inside,
+    /// straddling the border and fully outside, on a non-square map with 3 channels.
+    #[test]
+    fn dedicated_gradient_equals_the_decomposition() {
+        let device = Device::flex().autodiff();
+        let input = Tensor::<4>::random([2, 3, 5, 7], Distribution::Normal(0.0, 1.0), &device);
+        let coords = Tensor::<4>::random([2, 4, 3, 2], Distribution::Uniform(-0.3, 1.3), &device);
+        let upstream = Tensor::<4>::random([2, 3, 4, 3], Distribution::Default, &device);
+        let run = |f: fn(Tensor<4>, Tensor<4>) -> Tensor<4>| {
+            let x = input.clone().detach().require_grad();
+            let c = coords.clone().detach().require_grad();
+            let out = f(x.clone(), c.clone());
+            let grads = (out.clone() * upstream.clone()).sum().backward();
+            (
+                vals(out),
+                vals(x.grad(&grads).expect("input grad")),
+                vals(c.grad(&grads).expect("coords grad")),
+            )
+        };
+        let (out, gx, gc) = run(point_sample_grid);
+        let (out_ref, gx_ref, gc_ref) = run(point_sample_grid_decomposed);
+        for (what, got, want) in [
+            ("output", out, out_ref),
+            ("grad input", gx, gx_ref),
+            ("grad coords", gc, gc_ref),
+        ] {
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(err < 1e-4, "{what}: {err}\n{got:?}\n{want:?}");
+        }
+    }
+
     #[test]
     fn counts_truncate_like_python() {
         let c = UncertainPointsConfig::new();
@@ -288,6 +426,31 @@ mod tests {
         assert!(chosen.windows(2).all(|d| d[0] <= d[1]), "{chosen:?}");
         assert!(chosen[3] < 0.2, "{chosen:?}");
         assert!(coords.iter().all(|&c| (0.0..1.0).contains(&c)));
+    }
+
+    /// Logits on an autodiff device (as in training) give the same points, as constants on
+    /// that kind of device.
+    #[test]
+    fn uncertain_points_of_tracked_logits() {
+        let plain = Device::flex();
+        let logits = Tensor::<4>::random([2, 1, 6, 6], Distribution::Normal(0.0, 1.0), &plain);
+        let tracked = logits.clone().autodiff().require_grad();
+        let config = UncertainPointsConfig::new().with_num_points(12);
+        let draws = |seed: u32| {
+            let mut i = seed;
+            move || {
+                i = i.wrapping_mul(1103515245).wrapping_add(12345);
+                (i >> 8) as f32 / (1u32 << 24) as f32
+            }
+        };
+        let mut a = draws(3);
+        let mut b = draws(3);
+        let from_plain =
+            uncertain_point_coords_with_randomness(logits, &config, &mut PointDraws::Host(&mut a));
+        let from_tracked =
+            uncertain_point_coords_with_randomness(tracked, &config, &mut PointDraws::Host(&mut b));
+        assert!(from_tracked.is_autodiff() && !from_plain.is_autodiff());
+        assert_eq!(vals(from_plain), vals(from_tracked));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use kdet_models::ops::roi_align::{
 };
 use kdet_models::ops::sample::{
     PointDraws, UncertainPointsConfig, point_sample, point_sample_grid,
-    uncertain_point_coords_with_randomness,
+    point_sample_grid_decomposed, uncertain_point_coords_with_randomness,
 };
 use serde_json::Value;
 
@@ -71,54 +71,102 @@ fn check<const D: usize>(what: &str, got: Tensor<D>, want: &Value) -> (f64, f64)
     (abs, rel)
 }
 
+/// A fixture tensor `[N, P, 2]` or `[N, Hg, Wg, 2]` as a grid `[N, Hg, Wg, 2]` (P x 1).
+fn grid(v: &Value, device: &Device) -> Tensor<4> {
+    let (shape, _) = entry(v);
+    if shape.len() == 3 {
+        tensor::<3>(v, device).reshape([shape[0], shape[1], 1, 2])
+    } else {
+        tensor::<4>(v, device)
+    }
+}
+
+/// `v` (`[N, C, P]` or `[N, C, Hg, Wg]`) with the shape `[N, C, Hg, Wg]` of a grid result.
+fn as_grid(v: &Value) -> Value {
+    let (shape, _) = entry(v);
+    let shape = if shape.len() == 3 {
+        vec![shape[0], shape[1], shape[2], 1]
+    } else {
+        shape
+    };
+    serde_json::json!({"shape": shape, "data": v["data"]})
+}
+
+/// Each case three ways: the plain device (burn-flex's `grid_sample_2d` kernel, forward
+/// only), burn's autodiff decomposition of `grid_sample_2d`
+/// (`point_sample_grid_decomposed`), and kdet's dedicated autodiff path
+/// (`point_sample` / `point_sample_grid` on an autodiff device).
 #[test]
 fn point_sample_matches_grid_sample() {
     let doc: Value = serde_json::from_str(POINT_SAMPLE).expect("fixture JSON");
+    let plain = Device::flex();
     let device = Device::flex().autodiff();
     let cases = doc["cases"].as_array().expect("cases");
     assert_eq!(cases.len(), 4);
     for case in cases {
         let name = case["name"].as_str().expect("name");
-        let input = tensor::<4>(&case["input"], &device).require_grad();
-        let coords_rank = entry(&case["coords"]).0.len();
-        let (out, grads, coords_grad) = if coords_rank == 4 {
-            let coords = tensor::<4>(&case["coords"], &device).require_grad();
-            let out = point_sample_grid(input.clone(), coords.clone());
-            let upstream = tensor::<4>(&case["upstream"], &device);
-            let grads = (out.clone() * upstream).sum().backward();
-            let g = coords.grad(&grads).expect("coords grad");
-            let [n, c, h, w] = out.dims();
-            (out.reshape([n, c, h * w]), grads, g.reshape([n, h * w, 2]))
-        } else {
-            let coords = tensor::<3>(&case["coords"], &device).require_grad();
-            let out = point_sample(input.clone(), coords.clone());
-            let upstream = tensor::<3>(&case["upstream"], &device);
-            let grads = (out.clone() * upstream).sum().backward();
-            let g = coords.grad(&grads).expect("coords grad");
-            (out, grads, g)
-        };
-        let want_out = &case["output"];
-        let want_shape = entry(want_out).0;
-        let flat_want = serde_json::json!({
-            "shape": [want_shape[0], want_shape[1], want_shape[2..].iter().product::<usize>()],
-            "data": want_out["data"],
-        });
-        check(&format!("point_sample {name}: output"), out, &flat_want);
-        check(
-            &format!("point_sample {name}: grad input"),
-            input.grad(&grads).expect("input grad"),
-            &case["grad_input"],
+        let out = point_sample_grid(
+            tensor::<4>(&case["input"], &plain),
+            grid(&case["coords"], &plain),
         );
-        let (cshape, _) = entry(&case["grad_coords"]);
-        let flat_coords = serde_json::json!({
-            "shape": [cshape[0], cshape[1..cshape.len() - 1].iter().product::<usize>(), 2],
-            "data": case["grad_coords"]["data"],
-        });
         check(
-            &format!("point_sample {name}: grad coords"),
-            coords_grad,
-            &flat_coords,
+            &format!("point_sample {name}: output, plain device"),
+            out,
+            &as_grid(&case["output"]),
         );
+        for (path, op) in [
+            (
+                "dedicated",
+                point_sample_grid as fn(Tensor<4>, Tensor<4>) -> Tensor<4>,
+            ),
+            ("decomposed", point_sample_grid_decomposed),
+        ] {
+            let input = tensor::<4>(&case["input"], &device).require_grad();
+            let coords = grid(&case["coords"], &device).require_grad();
+            let out = op(input.clone(), coords.clone());
+            let upstream = grid_shaped(&case["upstream"], &device);
+            let grads = (out.clone() * upstream).sum().backward();
+            check(
+                &format!("point_sample {name}: output, {path}"),
+                out,
+                &as_grid(&case["output"]),
+            );
+            check(
+                &format!("point_sample {name}: grad input, {path}"),
+                input.grad(&grads).expect("input grad"),
+                &case["grad_input"],
+            );
+            let gc = coords.grad(&grads).expect("coords grad");
+            let [n, hg, wg, _] = gc.dims();
+            let (gshape, _) = entry(&case["grad_coords"]);
+            assert_eq!(gshape.iter().product::<usize>(), n * hg * wg * 2);
+            check(
+                &format!("point_sample {name}: grad coords, {path}"),
+                gc.reshape([n, hg * wg, 2]),
+                &serde_json::json!({"shape": [n, hg * wg, 2], "data": case["grad_coords"]["data"]}),
+            );
+        }
+        // the [N, P, 2] form is a reshape of the grid form
+        let (cshape, _) = entry(&case["coords"]);
+        if cshape.len() == 3 {
+            let input = tensor::<4>(&case["input"], &device);
+            let out = point_sample(input, tensor::<3>(&case["coords"], &device));
+            check(
+                &format!("point_sample {name}: [N, P, 2] form"),
+                out,
+                &case["output"],
+            );
+        }
+    }
+}
+
+/// A fixture upstream gradient `[N, C, P]` or `[N, C, Hg, Wg]` as `[N, C, Hg, Wg]`.
+fn grid_shaped(v: &Value, device: &Device) -> Tensor<4> {
+    let (shape, _) = entry(v);
+    if shape.len() == 3 {
+        tensor::<3>(v, device).reshape([shape[0], shape[1], shape[2], 1])
+    } else {
+        tensor::<4>(v, device)
     }
 }
 
