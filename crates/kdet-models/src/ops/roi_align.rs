@@ -54,8 +54,8 @@ pub type Roi = [f32; 5];
 /// Host sampling plan: output cell `dst[k]` gets `weight[k] · table[src[k]]`.
 #[derive(Debug, Default)]
 struct Plan {
-    src: Vec<i64>,
-    dst: Vec<i64>,
+    src: Vec<i32>,
+    dst: Vec<i32>,
     weight: Vec<f32>,
 }
 
@@ -105,7 +105,7 @@ impl Plan {
         let count = (grid_h * grid_w).max(1) as f64;
         let (h, w) = (level.height as f64, level.width as f64);
         let base = level.offset + b * level.height * level.width;
-        let mut cell: Vec<(i64, f64)> = Vec::new();
+        let mut cell: Vec<(i32, f64)> = Vec::new();
         for ph in 0..oh {
             for pw in 0..ow {
                 cell.clear();
@@ -126,7 +126,7 @@ impl Plan {
                             (y_high, x_low, ly * hx),
                             (y_high, x_high, ly * lx),
                         ] {
-                            let idx = (base + yy * level.width + xx) as i64;
+                            let idx = (base + yy * level.width + xx) as i32;
                             match cell.iter_mut().find(|(i, _)| *i == idx) {
                                 Some((_, acc)) => *acc += wt,
                                 None => cell.push((idx, wt)),
@@ -134,7 +134,7 @@ impl Plan {
                         }
                     }
                 }
-                let out = ((r * oh + ph) * ow + pw) as i64;
+                let out = ((r * oh + ph) * ow + pw) as i32;
                 for &(idx, wt) in &cell {
                     if wt != 0.0 {
                         self.src.push(idx);
@@ -160,6 +160,7 @@ impl Plan {
             self.weight.push(0.0);
         }
         let k = self.src.len();
+        // i32 indices: burn-flex's integer type, no conversion on upload
         let src = int_tensor(self.src, &device);
         let dst = int_tensor(self.dst, &device);
         let weight = Tensor::<1>::from_data(TensorData::new(self.weight, [k]), &device);
@@ -179,7 +180,16 @@ impl Plan {
     }
 }
 
-fn int_tensor(values: Vec<i64>, device: &Device) -> Tensor<1, Int> {
+/// The plan's indices are i32: rows of the table and output cells must fit.
+fn check_i32(table: &Tensor<2>, num_rois: usize, [oh, ow]: [usize; 2]) {
+    let rows = table.dims()[0];
+    assert!(
+        rows <= i32::MAX as usize && num_rois * oh * ow <= i32::MAX as usize,
+        "RoIAlign indices must fit in i32: {rows} map positions, {num_rois}x{oh}x{ow} cells"
+    );
+}
+
+fn int_tensor(values: Vec<i32>, device: &Device) -> Tensor<1, Int> {
     let n = values.len();
     Tensor::from_data(TensorData::new(values, [n]), device)
 }
@@ -246,6 +256,7 @@ pub fn rois_to_host(rois: Tensor<2>) -> Vec<Roi> {
 pub fn roi_align(input: Tensor<4>, rois: &[Roi], config: &RoiAlignConfig) -> Tensor<4> {
     let mut plan = Plan::default();
     let (table, levels) = table(&[&input]);
+    check_i32(&table, rois.len(), config.output_size);
     for (r, roi) in rois.iter().enumerate() {
         plan.add_roi(r, roi, levels[0], config, config.spatial_scale);
     }
@@ -343,6 +354,7 @@ pub fn multi_scale_roi_align(
     );
     let maps: Vec<&Tensor<4>> = levels.iter().map(|l| &l.tensor).collect();
     let (table, geometry) = table(&maps);
+    check_i32(&table, rois.len(), config.output_size);
     let single = RoiAlignConfig::new(config.output_size)
         .with_sampling_ratio(config.sampling_ratio)
         .with_aligned(config.aligned);
