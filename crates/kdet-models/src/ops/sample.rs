@@ -21,9 +21,11 @@
 //! `grid_sample_2d` through its reference decomposition into gather / mask / arithmetic
 //! ops ([`point_sample_grid_decomposed`]) and agrees with PyTorch's
 //! `grid_sampler_2d_backward` for the map and the grid. That decomposition is a long
-//! graph, so on an autodiff device [`point_sample_grid`] takes a dedicated path with the
-//! same values and gradients and a short graph (`bilinear_with_gradient`). All three are
-//! checked on `tests/fixtures/ops/point_sample.json`.
+//! graph, so when the map or the coordinates are tracked, [`point_sample_grid`] takes a
+//! dedicated path with the same values and gradients and a short graph
+//! (`bilinear_with_gradient`). All three are checked on
+//! `tests/fixtures/ops/point_sample.json`; their speed against PyTorch is in
+//! `docs/benchmarks.md` ("Sampling ops against PyTorch").
 
 use burn::config::Config;
 use burn::tensor::ops::{GridSampleOptions, GridSamplePaddingMode, InterpolateMode};
@@ -57,7 +59,8 @@ pub fn point_sample(input: Tensor<4>, coords: Tensor<3>) -> Tensor<3> {
 }
 
 /// The grid form of [`point_sample`] (detectron2's 4-d `point_coords`): one sample per
-/// grid cell. On a plain device this is burn's `grid_sample_2d`; on an autodiff device the
+/// grid cell. Without a graph (plain device, or constants) this is burn's
+/// `grid_sample_2d`; when the map or the coordinates are tracked on an autodiff device, the
 /// dedicated path with the same values and gradients (see the module header).
 ///
 /// # Shapes
@@ -69,7 +72,7 @@ pub fn point_sample_grid(input: Tensor<4>, coords: Tensor<4>) -> Tensor<4> {
         nc == n && two == 2,
         "point_sample_grid: coords must be [{n}, Hg, Wg, 2], got [{nc}, {hg}, {wg}, {two}]"
     );
-    if input.is_autodiff() || coords.is_autodiff() {
+    if input.is_tracked() || coords.is_tracked() {
         return bilinear_with_gradient(input, coords);
     }
     // [0, 1] -> grid_sample's [-1, 1]
@@ -115,7 +118,8 @@ fn bilinear_with_gradient(input: Tensor<4>, coords: Tensor<4>) -> Tensor<4> {
             .expect("f32 data after convert")
     };
     let xy = host(coords.clone());
-    let track_coords = coords.is_autodiff();
+    // constant coordinates (Mask2Former's random and uncertain points) need no gradient
+    let track_coords = coords.is_tracked();
     let values = if track_coords {
         host(input.clone())
     } else {
@@ -403,6 +407,30 @@ mod tests {
                 .fold(0.0f32, f32::max);
             assert!(err < 1e-4, "{what}: {err}\n{got:?}\n{want:?}");
         }
+    }
+
+    /// Constant coordinates (Mask2Former's sampled points) on an autodiff device: the map's
+    /// gradient is the decomposition's, and the coordinates get none.
+    #[test]
+    fn constant_coordinates_get_no_gradient() {
+        let device = Device::flex().autodiff();
+        let input = Tensor::<4>::random([1, 2, 4, 5], Distribution::Normal(0.0, 1.0), &device);
+        let coords = Tensor::<4>::random([1, 3, 2, 2], Distribution::Uniform(-0.2, 1.2), &device);
+        assert!(!coords.is_tracked());
+        let run = |f: fn(Tensor<4>, Tensor<4>) -> Tensor<4>| {
+            let x = input.clone().require_grad();
+            let grads = f(x.clone(), coords.clone()).sum().backward();
+            assert!(coords.grad(&grads).is_none());
+            vals(x.grad(&grads).expect("input grad"))
+        };
+        let got = run(point_sample_grid);
+        let want = run(point_sample_grid_decomposed);
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(err < 1e-5, "{got:?} vs {want:?}");
     }
 
     #[test]
