@@ -443,6 +443,22 @@ mod tests {
         assert!((got[0] - 33.0).abs() < 1e-4, "{got:?}");
     }
 
+    /// No RoIs: an empty `[0, C, oh, ow]`; only samples outside the map: zeros, and a zero
+    /// (not a missing) gradient.
+    #[test]
+    fn empty_and_all_outside() {
+        let device = Device::flex().autodiff();
+        let input = ramp(&device).require_grad();
+        let config = RoiAlignConfig::new([2, 3]).with_sampling_ratio(2);
+        assert_eq!(roi_align(input.clone(), &[], &config).dims(), [0, 1, 2, 3]);
+        let out = roi_align(input.clone(), &[[0.0, -20.0, -20.0, -10.0, -12.0]], &config);
+        assert_eq!(out.dims(), [1, 1, 2, 3]);
+        assert!(vals(out.clone()).iter().all(|&v| v == 0.0));
+        let grads = out.sum().backward();
+        let g = vals(input.grad(&grads).expect("a zero gradient"));
+        assert!(g.iter().all(|&v| v == 0.0));
+    }
+
     #[test]
     fn gradient_is_the_transposed_plan() {
         let device = Device::flex().autodiff();
