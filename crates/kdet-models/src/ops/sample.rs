@@ -513,11 +513,20 @@ mod tests {
         ));
         device.seed(7);
         let b = vals(uncertain_point_coords_with_randomness(
-            logits,
+            logits.clone(),
             &config,
             &mut PointDraws::Device,
         ));
         assert_eq!(a, b);
         assert_eq!(a.len(), 2 * 10 * 2);
+        // training: tracked logits, the autodiff device seeded
+        let autodiff = Device::flex().autodiff();
+        autodiff.seed(7);
+        let c = vals(uncertain_point_coords_with_randomness(
+            logits.autodiff().require_grad(),
+            &config,
+            &mut PointDraws::Device,
+        ));
+        assert_eq!(a, c);
     }
 }
