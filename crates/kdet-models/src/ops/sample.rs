@@ -88,8 +88,9 @@ pub fn point_sample_grid_decomposed(input: Tensor<4>, coords: Tensor<4>) -> Tens
 }
 
 /// The autodiff path of [`point_sample_grid`]: the same bilinear sample with a short
-/// graph. burn differentiates `grid_sample_2d` through its reference decomposition (some
-/// fifty tracked ops over `[N, C, Hg, Wg]`, masks and integer casts included). Here the
+/// graph. burn differentiates `grid_sample_2d` through its reference decomposition (about
+/// forty tracked float ops over `[N, C, Hg, Wg]`, besides its untracked integer and mask
+/// ops; counted in burn-backend 0.22.1 `modules/grid_sample.rs`). Here the
 /// corner indices and bilinear weights are computed once on the host from the coordinates
 /// (which `floor` makes piecewise constant anyway), and the graph holds one `select` of
 /// the four corners of every point (backward: one scatter-add) and one weighting. The
