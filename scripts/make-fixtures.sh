@@ -27,3 +27,15 @@ fi
 "$venv/bin/pip" install --quiet addict yapf termcolor rich pyyaml packaging six \
   terminaltables tqdm
 "$venv/bin/python" "$root/scripts/fixtures/mgd_fbkd.py" "$root/tests/fixtures/distill"
+
+# Operators of the query families (issue #16), in crates/kdet-models/tests/fixtures/ops/:
+# point_sample / roi_align from PyTorch and torchvision (scripts/fixtures/sampling.py),
+# Hungarian matching from scipy and transformers' ports of DETR's and Mask2Former's
+# matchers (matching.py), the transformer blocks from transformers' Mask2Former decoder
+# layer and sine encodings (transformer.py). transformers 4.47 is the last line that runs
+# on torch 2.5.
+"$venv/bin/pip" install --quiet "torchvision==0.20.1" "scipy==1.17.1" "transformers==4.47.1"
+ops="$root/crates/kdet-models/tests/fixtures/ops"
+"$venv/bin/python" "$root/scripts/fixtures/sampling.py" "$ops"
+"$venv/bin/python" "$root/scripts/fixtures/matching.py" "$ops"
+"$venv/bin/python" "$root/scripts/fixtures/transformer.py" "$ops"

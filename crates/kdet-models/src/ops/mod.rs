@@ -4,4 +4,6 @@
 //! detectron2, scipy) and checked on committed fixtures.
 
 pub mod matching;
+pub mod roi_align;
+pub mod sample;
 pub mod transformer;
