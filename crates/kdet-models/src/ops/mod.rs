@@ -3,6 +3,7 @@
 //! matching. Each is written against a reference implementation (PyTorch, torchvision,
 //! detectron2, scipy) and checked on committed fixtures.
 
+pub mod deformable;
 pub mod matching;
 pub mod roi_align;
 pub mod sample;

@@ -1,5 +1,6 @@
 //! Integration tests of kdet-models (one test binary for the crate).
 
+mod deformable;
 mod matching;
 mod ops_sampling;
 mod overfit;
