@@ -27,6 +27,7 @@ pub mod neck;
 pub mod ops;
 pub mod output;
 pub mod priors;
+pub mod query;
 pub mod weights;
 
 pub use assignment::{Assignment, ImageAssignment, Priors};

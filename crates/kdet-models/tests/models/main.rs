@@ -4,5 +4,6 @@ mod deformable;
 mod matching;
 mod ops_sampling;
 mod overfit;
+mod set_criterion;
 mod transformer;
 mod weights;
