@@ -63,8 +63,9 @@ pub struct QueryLayer {
     /// `[B, Q, H, W]` mask logits on the grid of [`DetectorOutput::pixel_embeddings`],
     /// where the model predicts masks.
     pub mask_logits: Option<Tensor<4>>,
-    /// `[B, Q, 4]` boxes as normalised `(cx, cy, w, h)` in `[0, 1]` of the padded batch,
-    /// where the model predicts boxes.
+    /// `[B, Q, 4]` boxes as normalised `(cx, cy, w, h)` in `[0, 1]` of each image's own
+    /// area (`image_sizes[i]`, before padding: DETR normalises its targets so and masks
+    /// the padding out of attention), where the model predicts boxes.
     pub boxes: Option<Tensor<3>>,
 }
 

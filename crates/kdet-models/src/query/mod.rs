@@ -1,6 +1,18 @@
-//! The query family (DETR-lite, Mask2Former-lite; issue #16): learned queries decoded by a
-//! transformer into a set of predictions, matched one-to-one to the ground truth
-//! (`crate::ops::matching`). So far: the set criterion's terms ([`loss`]); the models, their
-//! heads and post-processing come next.
+//! The query family (issue #16): learned queries decoded by a transformer into a set of
+//! predictions, matched one-to-one to the ground truth (Hungarian matching,
+//! `crate::ops::matching`) and trained with a set criterion at every decoder layer.
+//!
+//! - [`loss`]: the set criterion's terms shared by the family (class cross-entropy with a
+//!   no-object weight, L1 + GIoU boxes, sigmoid cross-entropy + dice masks);
+//! - [`detr`]: DETR-lite, the first member: a box detector (backbone → transformer encoder
+//!   → decoder over learned queries → class and box heads), the base the data-efficient
+//!   DETR family will extend. Its folder keeps DETR's split: model and forward (`head`),
+//!   matcher and criterion (`loss`), post-processor (`inference`).
+//!
+//! Mask2Former-lite (masks from query embeddings dotted with per-pixel embeddings) comes
+//! next, on the same core.
 
+pub mod detr;
 pub mod loss;
+
+pub use detr::{Detr, DetrConfig, DetrCriterionConfig};

@@ -1,6 +1,7 @@
 //! Integration tests of kdet-models (one test binary for the crate).
 
 mod deformable;
+mod detr;
 mod matching;
 mod ops_sampling;
 mod overfit;

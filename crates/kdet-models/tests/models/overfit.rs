@@ -24,8 +24,12 @@ use kdet_models::{DetectorConfig, HeadConfig};
 
 const CHANNELS: usize = 32;
 
-/// Two 128×128 synthetic images with 2–3 objects each, as one batch on `device`.
-fn two_images(dir: &std::path::Path, device: &Device) -> (DetectionBatch, Arc<hotcoco::COCO>) {
+/// Two 128×128 synthetic images with 2–3 objects each, as one batch on `device` (also
+/// DETR-lite's overfitting data, `detr.rs`).
+pub(crate) fn two_images(
+    dir: &std::path::Path,
+    device: &Device,
+) -> (DetectionBatch, Arc<hotcoco::COCO>) {
     let cfg = SynthConfig {
         seed: 11,
         image_size: 128,

@@ -1,0 +1,165 @@
+//! DETR-lite end to end: it overfits the two generated images of `overfit.rs` to box
+//! AP50 ≥ 0.9 (COCO evaluation through kdet-eval), and one training step's gradients reach
+//! every parameter group (backbone, input projection, encoder, decoder, query embeddings,
+//! class and box heads).
+
+use std::time::Instant;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Tensor};
+use kdet_eval::coco::{CocoEvalConfig, LabelMap, evaluate_predictions};
+use kdet_models::ModelFamily;
+use kdet_models::backbone::BackboneConfig;
+use kdet_models::query::{Detr, DetrConfig};
+
+use crate::overfit::two_images;
+
+/// `DetrConfig::lite_128` for the generator's 8 classes, without dropout: memorising two
+/// images is the point here, and dropout's noise only slows it.
+fn lite() -> DetrConfig {
+    DetrConfig::lite_128(8).with_dropout(0.0)
+}
+
+#[test]
+fn detr_lite_overfits_two_images() {
+    let start = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let device = Device::flex().autodiff();
+    device.seed(0);
+    let (batch, gt) = two_images(dir.path(), &device);
+    let (eval_batch, _) = two_images(dir.path(), &Device::flex());
+    let mut model: Detr = lite().init(&device);
+    let mut optim = AdamConfig::new().init();
+    // Adam at 1e-3 rather than DETR's AdamW 1e-4 (a 300-epoch recipe): measured, the loss
+    // falls from 22.0 to 0.36 and AP50 reaches 1.0 in 200 steps (AP50 1.0 already at 100
+    // steps; seeds 1-3 also reach AP50 1.0 at 200).
+    let (steps, lr) = (200, 1e-3);
+    let mut first = None;
+    let mut last = 0.0;
+    for step in 0..steps {
+        let out = model.forward(&batch.images);
+        let assignment = model.assign(&out, &batch.targets);
+        let losses = model.loss(&out, &batch.targets, &assignment);
+        let total = losses.total().expect("DETR has task losses");
+        last = total.clone().into_scalar::<f32>();
+        assert!(
+            last.is_finite(),
+            "loss became {last}: {:?}",
+            losses.scalars()
+        );
+        first.get_or_insert(last);
+        if step % 50 == 0 {
+            eprintln!("step {step}: {:?}", losses.scalars());
+        }
+        let grads = GradientsParams::from_grads(total.backward(), &model);
+        model = optim.step(lr, model, grads);
+    }
+    let first = first.expect("at least one step ran");
+    let valid = model.valid();
+    let dets = valid.predict(&eval_batch.images);
+    let preds: Vec<(u64, _)> = eval_batch.image_ids.iter().copied().zip(dets).collect();
+    let labels = LabelMap::contiguous(&gt);
+    let report = evaluate_predictions(&gt, &preds, &labels, CocoEvalConfig::bbox())
+        .expect("evaluation runs");
+    let ap50 = report
+        .stats
+        .get("AP50")
+        .expect("AP50 is one of the 12 stats");
+    let ap = report.stats.get("AP").expect("AP is one of the 12 stats");
+    eprintln!(
+        "DETR-lite: loss {first:.3} -> {last:.3} in {steps} steps, AP50 {ap50:.3}, AP {ap:.3}, {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(last < first * 0.2, "loss did not fall: {first} -> {last}");
+    assert!(ap50 >= 0.9, "DETR-lite AP50 {ap50}");
+}
+
+/// Per parameter (path, whether it has a gradient, the largest absolute gradient), for every
+/// trainable float tensor of a module (BatchNorm running statistics are not trained).
+fn gradients<M: Module>(module: &M, grads: &GradientsParams) -> Vec<(String, bool, f32)> {
+    struct Visit<'a> {
+        grads: &'a GradientsParams,
+        path: Vec<String>,
+        out: Vec<(String, bool, f32)>,
+    }
+    impl ModuleVisitor for Visit<'_> {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let path = self.path.join(".");
+            if path.contains("running_") {
+                return;
+            }
+            let grad = self.grads.get::<D>(param.id);
+            let max = grad
+                .as_ref()
+                .map_or(0.0, |g| g.clone().abs().max().into_scalar::<f32>());
+            self.out.push((path, grad.is_some(), max));
+        }
+    }
+    let mut v = Visit {
+        grads,
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    module.visit(&mut v);
+    v.out
+}
+
+#[test]
+fn gradients_reach_every_parameter_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let device = Device::flex().autodiff();
+    device.seed(0);
+    let (batch, _) = two_images(dir.path(), &device);
+    let config = lite();
+    let model: Detr = config.init(&device);
+    // The preset reads C4: the ResNet builds layer4 but never runs it (module doc of
+    // `DetrConfig::lite_128`), so layer4 is the one part left without gradients.
+    let BackboneConfig::SmallResNet(backbone) = &config.backbone else {
+        panic!("the lite preset has a SmallResNet backbone");
+    };
+    assert_eq!(backbone.out_indices, [2]);
+    let out = model.forward(&batch.images);
+    let assignment = model.assign(&out, &batch.targets);
+    let total = model
+        .loss(&out, &batch.targets, &assignment)
+        .total()
+        .expect("DETR has task losses");
+    let grads = GradientsParams::from_grads(total.backward(), &model);
+    let groups = [
+        ("backbone", gradients(&model.backbone, &grads)),
+        ("input_proj", gradients(&model.input_proj, &grads)),
+        ("encoder", gradients(&model.transformer.encoder, &grads)),
+        ("decoder", gradients(&model.transformer.decoder, &grads)),
+        ("query_embed", gradients(&model.query_embed, &grads)),
+        ("class_embed", gradients(&model.class_embed, &grads)),
+        ("bbox_embed", gradients(&model.bbox_embed, &grads)),
+    ];
+    for (group, params) in &groups {
+        assert!(!params.is_empty(), "{group} has no parameters");
+        for (path, has, max) in params {
+            if *group == "backbone" && path.contains("layer4") {
+                assert!(!*has, "{path}: layer4 does not run, yet has a gradient");
+                continue;
+            }
+            assert!(
+                *has && max.is_finite(),
+                "{group}: {path} has no finite gradient"
+            );
+            // The first decoder layer's self-attention reads the decoder's zero input: its
+            // values are all the bias, equal for every key, so no query or key weight and
+            // no value weight can change its output (in DETR as here).
+            let degenerate = *group == "decoder" && path.contains("layers.0.self_attn.attn");
+            assert!(
+                degenerate || *max > 0.0,
+                "{group}: {path} has an all-zero gradient"
+            );
+        }
+    }
+}
