@@ -32,6 +32,7 @@
 //! **Trainable modules**: the student-side and the teacher-side GcBlock of every level
 //! ([`FgdModules`]); both train with the student (the teacher-side one gets its gradient
 //! through `L_gl`; only the teacher *feature* is a constant) and both are dropped on export.
+//! `teacher_gcblock_trains = false` (an ablation, issue #21) keeps the teacher side at init.
 //! Init as the official `reset_parameters`: `conv_mask` Kaiming-normal fan_in (mmcv
 //! `kaiming_init(mode='fan_in')`: ReLU gain, bias 0), the last conv of `channel_add_conv`
 //! zero (weight and bias), the rest PyTorch defaults. Hence `R(F) = F` at init.
@@ -82,6 +83,12 @@ pub struct FgdConfig {
     /// Weight `λ` of the global (relation) loss (config `lambda_fgd=0.000005`).
     #[config(default = 5e-6)]
     pub lambda_global: f32,
+    /// Whether the teacher-side GcBlocks train (official: yes, with the student's
+    /// optimizer). `false` keeps them at their init, an identity map (`W_2 = 0`), so the
+    /// global loss compares `R_S(F^S)` with the teacher feature itself: an ablation of
+    /// issue #21, not an official setting.
+    #[config(default = true)]
+    pub teacher_gcblock_trains: bool,
 }
 
 /// GCNet's context block as FGD uses it for the global loss:
@@ -280,7 +287,12 @@ impl FgdModules {
                 .sum()
                 .mul_scalar(inv_n);
             let at = ((ch_s - ch_t).abs().sum() + (sp_s - sp_t).abs().sum()).mul_scalar(inv_n);
-            let gl = (modules.student.forward(s) - modules.teacher.forward(t))
+            let r_t = if config.teacher_gcblock_trains {
+                modules.teacher.forward(t)
+            } else {
+                modules.teacher.clone().no_grad().forward(t)
+            };
+            let gl = (modules.student.forward(s) - r_t)
                 .square()
                 .sum()
                 .mul_scalar(inv_n);

@@ -545,3 +545,49 @@ fn config_defaults_and_serde() {
     let back = FgdConfig::load_binary(json.as_bytes()).expect("round trip");
     assert_eq!(back, config);
 }
+
+/// `teacher_gcblock_trains = false`: the teacher-side GcBlock gets no gradient (it stays
+/// at init), the student side and the student feature still do; the global term equals
+/// the trained-teacher one at init, where the teacher block is an identity either way.
+#[test]
+fn a_frozen_teacher_gcblock_gets_no_gradient() {
+    let plain = Device::flex();
+    let device = Device::flex().autodiff();
+    let size = ImageSize::new(32, 40);
+    let gt = GtBatch::new(
+        vec![instances(size, vec![[3.0, 5.0, 22.0, 28.0]], vec![0])],
+        size,
+    );
+    let targets = gt.targets();
+    let mut rng = Lcg::new(5);
+    let shape = [1, 4, 4, 5];
+    let s_vals = rng.vec_f64(4 * 20, 1.0);
+    let t_vals = rng.vec_f64(4 * 20, 1.0);
+    let trained = FgdConfig::new();
+    let frozen = FgdConfig::new().with_teacher_gcblock_trains(false);
+    let mut modules = trained.init(&[4], &device);
+    modules.levels[0].student = GcParams::random(&mut rng, 4).block(4, &device);
+    let teacher = tensor(&t_vals, shape, &plain);
+    let global = |config: &FgdConfig| {
+        let student = tensor(&s_vals, shape, &device).require_grad();
+        let terms = modules.forward(
+            config,
+            std::slice::from_ref(&student),
+            std::slice::from_ref(&teacher),
+            &targets,
+        );
+        let value = vals(terms.global.clone())[0];
+        let grads = terms.total().backward();
+        (value, student.grad(&grads).is_some(), grads)
+    };
+    let (v_trained, _, _) = global(&trained);
+    let (v_frozen, student_grad, grads) = global(&frozen);
+    assert!(student_grad);
+    assert!((v_trained - v_frozen).abs() <= 1e-6 * v_trained.abs().max(1.0));
+    let t = &modules.levels[0].teacher;
+    assert!(t.channel_add_conv_3.weight.grad(&grads).is_none());
+    assert!(t.conv_mask.weight.grad(&grads).is_none());
+    let s = &modules.levels[0].student;
+    let g = grad_norm(s.channel_add_conv_3.weight.grad(&grads)).unwrap_or(0.0);
+    assert!(g > 0.0, "student-side W_2 grad {g}");
+}
