@@ -13,6 +13,10 @@ Extra time per step = median seconds per step of the method's run minus the base
 (from the 25-step logging intervals of metrics.jsonl); teacher / KD ms = the mean of the
 logged timings `teacher_ms` / `kd_ms` (teacher forward; KD terms' forward), from
 metrics.jsonl's `timings` (runs of earlier versions: `time.*` among the losses).
+
+Rows whose cells are not in RUNS_DIR are kept as the last run wrote them. Rows computed on
+another processor than the reference one are labelled `method [CPU]` and compared with
+this machine's baseline cells (mdsection.machine_label): training is exact per processor.
 """
 import json
 import math
@@ -23,7 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mdsection import replace_section, table_rows
+from mdsection import machine_label, merged_rows, replace_section, table_rows
 
 STATS = ["AP", "AP50", "AP75", "APs"]
 BEGIN = "## Distillation on the built-in data"
@@ -120,20 +124,26 @@ def main() -> None:
     base = {s: r for s, r in base.items() if r}
     rows = []
     calibrated = runs.parent / (runs.name + "-calibrated")
-    variants = [(runs, ""), (calibrated, " (calibrated, before tuning)")]
+    # FGD's rows before issue #21 changed its recipe: FGD's official temperature and
+    # coefficients (the cells of scripts/ablate-fgd.sh's fgd-official, copied there).
+    before21 = runs.parent / (runs.name + "-before21")
+    variants = [(runs, ""), (calibrated, " (calibrated, before tuning)"),
+                (before21, " (official coefficients, before #21)")]
+    machine = machine_label()
     for method in ["baseline"] + [m for m in methods if m != "baseline"]:
         for where, suffix in variants:
             if method == "baseline" and suffix:
                 continue
             label = method + suffix
-            if not any(where.glob(f"{method}-seed*")):
-                # Cells not on this machine: the row the last run of this script wrote.
-                if label in kept:
-                    rows.append(kept[label])
-                    continue
-                if suffix:
-                    continue
-            rows.append(row(where, method, label, base))
+            here = any(where.glob(f"{method}-seed*"))
+            # Rows whose cells are not on this machine: as the last run of this script
+            # wrote them; a row trained on another processor than the reference one is
+            # labelled with it (against the baseline cells of this machine).
+            mine = row(where, method, label + machine, base) if here else None
+            merged = merged_rows(label, kept, machine, mine)
+            if not merged and not suffix:
+                merged = [row(where, method, label + machine, base)]
+            rows.extend(merged)
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     section = [
         BEGIN,
@@ -155,17 +165,26 @@ def main() -> None:
         "Extra ms/step = median step time minus the baseline's (wall clock; the machine may",
         "have been shared with other jobs); teacher / KD ms = logged mean time of the teacher",
         "forward and of the KD terms' forward per step.",
-        "The LD, FGD and PKD recipes ship weights chosen by the tuning budget (next section,",
-        "on a separate tuning split); the \"calibrated, before tuning\" rows are the same",
-        "methods at their calibrated weights (`configs/distill/README.md`). The seed-0 cell of",
+        "The LD, FGD, PKD, MGD and FBKD recipes ship weights chosen by the tuning budget (next",
+        "section, on a separate tuning split); the \"calibrated, before tuning\" rows are the",
+        "same methods at their calibrated weights (`configs/distill/README.md`). FGD's recipe",
+        "has since changed its temperature and its attention and global coefficients (issue",
+        "#21, \"FGD ablation\" below, chosen on the same tuning split); its row at FGD's",
+        "official temperature and coefficients is \"fgd (official coefficients, before #21)\"",
+        "(`fgd-official` there; the calibrated row is at those too).",
+        "The seed-0 cell of",
         "a tuned method is its tuning run, and seeds 1-2 ran as two concurrent",
         "single-threaded processes (`RAYON_NUM_THREADS=1`) while up to six runs shared the",
         "2 cores, so its time columns are not comparable with the other rows; the KD",
         "overhead on an idle machine is measured in \"Distillation step overhead\" above.",
         f"Machine: {cpu} cores, {platform.machine()}. Produced by `bash scripts/bench-distill.sh`",
         "(resumable; `METHODS=\"baseline ld\" SEEDS=\"0\"` for one seed). A row whose cells",
-        "are not in `runs/` when the script runs is kept as its last run wrote it (the",
-        "baseline it was measured against is the same: seed 0's weights CRC `81a72f1b`).",
+        "are not in `runs/` when the script runs is kept as its last run wrote it. Unlabelled",
+        "rows were trained on an Intel Xeon with AVX-512 (the baseline's seed-0 weights CRC",
+        "`81a72f1b`); a row labelled `[CPU]` was trained on that processor instead, and its",
+        "gain is against the baseline row of the same label (training is exact per",
+        "processor only, README \"Which numbers reproduce where\"; on the AMD EPYC the",
+        "baseline's seed-0 weights CRC is `00b55532`).",
         "",
         "| method | seeds | AP | AP50 | AP75 | APs | gain | gain per seed | gain/σ | extra ms/step | teacher ms | KD ms |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

@@ -40,3 +40,36 @@ def table_rows(md: Path, heading: str) -> list[tuple[str, str]]:
         if line.startswith("| ") and len(cells) > 3 and not set(cells[1]) <= set("-:"):
             rows.append((cells[1], line))
     return rows[1:] if rows else rows  # the first is the header
+
+
+# The processor the unlabelled rows of docs/benchmarks.md were trained on.
+REFERENCE_CPU = "Intel(R) Xeon"
+
+
+def machine_label() -> str:
+    """"" on the machine the unlabelled training rows of docs/benchmarks.md were measured on
+    (an Intel Xeon with AVX-512), else " [<CPU model>]": training results are exact per
+    processor only (README, "Which numbers reproduce where"), so a row trained on another
+    machine carries its processor, and gains are taken against a baseline of the same
+    label only."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                return "" if REFERENCE_CPU in model else f" [{model}]"
+    except OSError:
+        pass
+    import platform
+    return f" [{platform.processor() or platform.machine()}]"
+
+
+def merged_rows(name: str, kept: dict, label: str, computed: str | None) -> list[str]:
+    """The table rows of `name`: the rows an earlier run wrote for it (`kept`, by first
+    cell: the plain name and machine-labelled ones, `name [CPU]`), but the one recomputed
+    now (`computed`, labelled `name + label`; None when its cells are not here)."""
+    rows = [line for key, line in kept.items()
+            if (key == name or (key.startswith(name + " [") and key.endswith("]")))
+            and not (computed is not None and key == name + label)]
+    if computed is not None:
+        rows.append(computed)
+    return rows
