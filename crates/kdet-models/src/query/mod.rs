@@ -9,10 +9,15 @@
 //!   DETR family will extend. Its folder keeps DETR's split: model and forward (`head`),
 //!   matcher and criterion (`loss`), post-processor (`inference`).
 //!
-//! Mask2Former-lite (masks from query embeddings dotted with per-pixel embeddings) comes
-//! next, on the same core.
+//! - [`mask2former`]: Mask2Former-lite, the second member: an instance segmenter (backbone
+//!   → deformable or FPN pixel decoder → masked-attention decoder cycling over three
+//!   scales → class logits and masks from query embeddings dotted with per-pixel
+//!   embeddings), with the point-sampled Hungarian matcher and criterion and the top-k
+//!   instance inference, in the same split.
 
 pub mod detr;
 pub mod loss;
+pub mod mask2former;
 
 pub use detr::{Detr, DetrConfig, DetrCriterionConfig};
+pub use mask2former::{Mask2Former, Mask2FormerConfig, Mask2FormerCriterionConfig};

@@ -2,6 +2,7 @@
 
 mod deformable;
 mod detr;
+mod mask2former;
 mod matching;
 mod ops_sampling;
 mod overfit;
