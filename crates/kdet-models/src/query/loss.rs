@@ -19,6 +19,10 @@
 //! `scripts/fixtures/set_criterion.py` (transformers' `ImageLoss` for DETR and the
 //! Mask2Former loss functions) into `tests/fixtures/ops/set_criterion.json`, losses and
 //! gradients.
+//!
+//! [`match_images`] is the matchers' shared skeleton: per image, its matchable objects
+//! (crowd regions left out), one Hungarian matching of that image's predictions, and the
+//! matched positions mapped back to the image's instance indices.
 
 use burn::tensor::activation::{log_sigmoid, log_softmax, sigmoid};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -26,10 +30,76 @@ use kdet_structures::Cxcywh;
 use kdet_structures::boxes::BoxTensor;
 use kdet_structures::iou::aligned_giou_tensor;
 
-use crate::assignment::Assignment;
+use crate::assignment::{Assignment, Predictions};
+use crate::ops::matching::MatchError;
+
+/// Hungarian matching of a batch of `batch` images with `num_queries` queries each, image
+/// by image: `matchable[i]` are image `i`'s objects that take part (ascending instance
+/// indices), `labels[i][g]` image `i`'s instance `g`'s class. For every image with
+/// matchable objects, `match_image(i, objects, labels)` matches that image's predictions
+/// to those objects, in that order (`labels` theirs), and returns `(query, position in
+/// objects)` pairs; an image without matchable objects matches no query. The positions
+/// are mapped back to the image's instance indices.
+///
+/// # Panics
+/// If a matching fails (a cost that is not finite: a diverged model), naming `family` and
+/// the image.
+pub(crate) fn match_images<F>(
+    family: &str,
+    batch: usize,
+    num_queries: usize,
+    matchable: &[Vec<usize>],
+    labels: &[Vec<usize>],
+    mut match_image: F,
+) -> Assignment
+where
+    F: FnMut(usize, &[usize], &[usize]) -> Result<Vec<(usize, usize)>, MatchError>,
+{
+    let matches: Vec<Vec<(usize, usize)>> = (0..batch)
+        .map(|i| {
+            let objects = &matchable[i];
+            if objects.is_empty() {
+                return Vec::new();
+            }
+            let image_labels: Vec<usize> = objects.iter().map(|&g| labels[i][g]).collect();
+            let pairs = match_image(i, objects, &image_labels)
+                .unwrap_or_else(|e| panic!("{family} matching of image {i}: {e}"));
+            // Back from matchable positions to the image's instance indices.
+            pairs
+                .into_iter()
+                .map(|(query, k)| (query, objects[k]))
+                .collect()
+        })
+        .collect();
+    Assignment::from_matches(num_queries, &matches)
+}
+
+/// That `assignment` is the query assignment of a `family` model's own output: `num_queries`
+/// queries per image, `images` images.
+///
+/// # Panics
+/// If it is not (a wiring bug), naming `family`, what was expected and what came.
+pub(crate) fn check_query_assignment(
+    family: &str,
+    num_queries: usize,
+    images: usize,
+    assignment: &Assignment,
+) {
+    let got = match &assignment.predictions {
+        Predictions::Queries { num_queries } => format!("{num_queries} queries"),
+        Predictions::Priors(p) => format!("{} dense priors", p.len()),
+        Predictions::Rois(_) => "RoIs".to_string(),
+    };
+    assert!(
+        matches!(assignment.predictions, Predictions::Queries { num_queries: n } if n == num_queries)
+            && assignment.images.len() == images,
+        "{family}'s loss needs the query assignment of its own output ({num_queries} queries, {images} images), got {got} for {} images",
+        assignment.images.len()
+    );
+}
 
 /// `(batch index · Q + query, image, object)` of every matched query, image by image.
-fn matched(assignment: &Assignment, queries: usize) -> Vec<(usize, usize, usize)> {
+pub(crate) fn matched(assignment: &Assignment, queries: usize) -> Vec<(usize, usize, usize)> {
     assignment
         .images
         .iter()

@@ -5,15 +5,16 @@
 
 use std::time::Instant;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use kdet_eval::coco::{CocoEvalConfig, LabelMap, evaluate_predictions};
 use kdet_models::ModelFamily;
 use kdet_models::backbone::BackboneConfig;
 use kdet_models::query::{Detr, DetrConfig};
 
-use crate::overfit::two_images;
+use crate::grads::gradients;
+use crate::overfit::{seed_exclusively, two_images};
 
 /// `DetrConfig::lite_128` for the generator's 8 classes, without dropout: memorising two
 /// images is the point here, and dropout's noise only slows it.
@@ -26,7 +27,7 @@ fn detr_lite_overfits_two_images() {
     let start = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
     let device = Device::flex().autodiff();
-    device.seed(0);
+    let _seeded = seed_exclusively(&device);
     let (batch, gt) = two_images(dir.path(), &device);
     let (eval_batch, _) = two_images(dir.path(), &Device::flex());
     let mut model: Detr = lite().init(&device);
@@ -75,47 +76,11 @@ fn detr_lite_overfits_two_images() {
     assert!(ap50 >= 0.9, "DETR-lite AP50 {ap50}");
 }
 
-/// Per parameter (path, whether it has a gradient, the largest absolute gradient), for every
-/// trainable float tensor of a module (BatchNorm running statistics are not trained).
-fn gradients<M: Module>(module: &M, grads: &GradientsParams) -> Vec<(String, bool, f32)> {
-    struct Visit<'a> {
-        grads: &'a GradientsParams,
-        path: Vec<String>,
-        out: Vec<(String, bool, f32)>,
-    }
-    impl ModuleVisitor for Visit<'_> {
-        fn enter_module(&mut self, name: &str, _container_type: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let path = self.path.join(".");
-            if path.contains("running_") {
-                return;
-            }
-            let grad = self.grads.get::<D>(param.id);
-            let max = grad
-                .as_ref()
-                .map_or(0.0, |g| g.clone().abs().max().into_scalar::<f32>());
-            self.out.push((path, grad.is_some(), max));
-        }
-    }
-    let mut v = Visit {
-        grads,
-        path: Vec::new(),
-        out: Vec::new(),
-    };
-    module.visit(&mut v);
-    v.out
-}
-
 #[test]
 fn gradients_reach_every_parameter_group() {
     let dir = tempfile::tempdir().expect("tempdir");
     let device = Device::flex().autodiff();
-    device.seed(0);
+    let _seeded = seed_exclusively(&device);
     let (batch, _) = two_images(dir.path(), &device);
     let config = lite();
     let model: Detr = config.init(&device);

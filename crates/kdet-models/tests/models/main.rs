@@ -2,6 +2,7 @@
 
 mod deformable;
 mod detr;
+mod grads;
 mod mask2former;
 mod matching;
 mod ops_sampling;

@@ -67,11 +67,24 @@ fn detector_config(head: HeadConfig, test: TestConfig) -> DetectorConfig {
     DetectorConfig::new(BackboneConfig::SmallResNet(backbone), neck, head, test)
 }
 
+/// Seeds `device` for one test and holds the returned guard for the test's duration: the
+/// flex backend's random state is shared by the whole process, so two seeded tests running
+/// at once (cargo's default) would interleave their draws and change each other's numbers.
+pub(crate) fn seed_exclusively(device: &Device) -> std::sync::MutexGuard<'static, ()> {
+    static SEEDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed while holding the lock leaves nothing behind to repair.
+    let guard = SEEDED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    device.seed(0);
+    guard
+}
+
 /// Trains `steps` Adam steps on the two images and returns bbox AP50 on them.
 fn overfit_ap50(head: HeadConfig, test: TestConfig, steps: usize) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let device = Device::flex().autodiff();
-    device.seed(0);
+    let _seeded = seed_exclusively(&device);
     let (batch, gt) = two_images(dir.path(), &device);
     let (eval_batch, _) = two_images(dir.path(), &Device::flex());
     let config = detector_config(head, test);

@@ -16,10 +16,10 @@ use burn::tensor::{Tensor, TensorData};
 use kdet_structures::{ImageSize, Instances};
 
 use super::DetrCriterionConfig;
-use crate::assignment::{Assignment, Predictions};
+use crate::assignment::Assignment;
 use crate::ops::matching::BoxMatcherConfig;
 use crate::output::{DetectorOutput, LossDict, QueryLayer};
-use crate::query::loss::{box_losses, class_loss};
+use crate::query::loss::{box_losses, check_query_assignment, class_loss, match_images};
 
 /// The ground truth of a batch as DETR's criterion reads it: per image, every instance's
 /// label and box as normalised `(cx, cy, w, h)` of the image's own size, and which
@@ -99,31 +99,23 @@ pub fn match_layer(
         .detach();
     let [b, q, c] = logits.dims();
     let device = logits.device();
-    let matches: Vec<Vec<(usize, usize)>> = (0..b)
-        .map(|i| {
-            let objects = &targets.matchable[i];
-            if objects.is_empty() {
-                return Vec::new();
-            }
-            let labels: Vec<usize> = objects.iter().map(|&g| targets.labels[i][g]).collect();
+    match_images(
+        "DETR",
+        b,
+        q,
+        &targets.matchable,
+        &targets.labels,
+        |i, objects, labels| {
             let gt: Vec<f32> = objects.iter().flat_map(|&g| targets.boxes[i][g]).collect();
             let gt = Tensor::<2>::from_data(TensorData::new(gt, [objects.len(), 4]), &device);
-            let pairs = matcher
-                .match_image(
-                    logits.clone().slice([i..i + 1, 0..q, 0..c]).reshape([q, c]),
-                    boxes.clone().slice([i..i + 1, 0..q, 0..4]).reshape([q, 4]),
-                    gt,
-                    &labels,
-                )
-                .unwrap_or_else(|e| panic!("DETR matching of image {i}: {e}"));
-            // Back from matchable positions to the image's instance indices.
-            pairs
-                .into_iter()
-                .map(|(query, k)| (query, objects[k]))
-                .collect()
-        })
-        .collect();
-    Assignment::from_matches(q, &matches)
+            matcher.match_image(
+                logits.clone().slice([i..i + 1, 0..q, 0..c]).reshape([q, c]),
+                boxes.clone().slice([i..i + 1, 0..q, 0..4]).reshape([q, 4]),
+                gt,
+                labels,
+            )
+        },
+    )
 }
 
 /// DETR's set criterion over every decoder layer of `out` (see the module doc);
@@ -145,18 +137,7 @@ pub fn set_criterion(
         .checked_sub(1)
         .expect("a DETR output has one query layer per decoder layer");
     let num_queries = out.queries[last].class_logits.dims()[1];
-    let got = match &assignment.predictions {
-        Predictions::Queries { num_queries } => format!("{num_queries} queries"),
-        Predictions::Priors(p) => format!("{} dense priors", p.len()),
-        Predictions::Rois(_) => "RoIs".to_string(),
-    };
-    assert!(
-        matches!(assignment.predictions, Predictions::Queries { num_queries: n } if n == num_queries)
-            && assignment.images.len() == targets.len(),
-        "DETR's loss needs the query assignment of its own output ({num_queries} queries, {} images), got {got} for {} images",
-        targets.len(),
-        assignment.images.len()
-    );
+    check_query_assignment("DETR", num_queries, targets.len(), assignment);
     let set = SetTargets::new(targets, &out.image_sizes);
     let num_boxes = set.num_boxes() as f32;
     let mut losses = LossDict::new();

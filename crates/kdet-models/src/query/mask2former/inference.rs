@@ -19,6 +19,7 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use kdet_structures::{BitMask, Boxes, ImageSize, Instances, Mask, Masks};
 
+use super::detached_mask_logits;
 use crate::output::QueryLayer;
 
 fn bilinear(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
@@ -74,12 +75,7 @@ pub fn instance_inference(
         layer.class_logits.clone().detach().without_autodiff(),
         2,
     ));
-    let masks = layer
-        .mask_logits
-        .clone()
-        .expect("a Mask2Former query layer predicts masks")
-        .detach()
-        .without_autodiff();
+    let masks = detached_mask_logits(layer);
     let (hp, wp) = (padded.height as usize, padded.width as usize);
     let canvas = bilinear(masks, [hp, wp]);
     (0..b)

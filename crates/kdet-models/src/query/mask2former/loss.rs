@@ -21,12 +21,12 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use kdet_structures::{ImageSize, Instances};
 
-use super::Mask2FormerCriterionConfig;
-use crate::assignment::{Assignment, Predictions};
+use super::{Mask2FormerCriterionConfig, detached_mask_logits};
+use crate::assignment::Assignment;
 use crate::ops::matching::MaskMatcherConfig;
 use crate::ops::sample::{PointDraws, point_sample, uncertain_point_coords_with_randomness};
 use crate::output::{DetectorOutput, LossDict, QueryLayer};
-use crate::query::loss::{class_loss, mask_losses};
+use crate::query::loss::{check_query_assignment, class_loss, mask_losses, match_images, matched};
 
 /// The ground truth of a batch as Mask2Former's criterion reads it.
 #[derive(Debug, Clone)]
@@ -123,24 +123,19 @@ pub fn match_layer(
     targets: &MaskTargets,
 ) -> Assignment {
     let logits = layer.class_logits.clone().detach().without_autodiff();
-    let masks = layer
-        .mask_logits
-        .clone()
-        .expect("a Mask2Former query layer predicts masks")
-        .detach()
-        .without_autodiff();
+    let masks = detached_mask_logits(layer);
     let [b, q, c] = logits.dims();
     let [_, _, h, w] = masks.dims();
     let device = logits.device();
     let p = matcher.num_points;
-    let matches: Vec<Vec<(usize, usize)>> = (0..b)
-        .map(|i| {
-            let objects = &targets.matchable[i];
-            if objects.is_empty() {
-                return Vec::new();
-            }
+    match_images(
+        "Mask2Former",
+        b,
+        q,
+        &targets.matchable,
+        &targets.labels,
+        |i, objects, labels| {
             let g = objects.len();
-            let labels: Vec<usize> = objects.iter().map(|&k| targets.labels[i][k]).collect();
             // One set of uniform points for every query and object of the image.
             let coords =
                 Tensor::<3>::random([1, p, 2], burn::tensor::Distribution::Default, &device);
@@ -157,22 +152,14 @@ pub fn match_layer(
                 coords.repeat_dim(0, g),
             )
             .reshape([g, p]);
-            let pairs = matcher
-                .match_image(
-                    logits.clone().slice([i..i + 1, 0..q, 0..c]).reshape([q, c]),
-                    predicted,
-                    target,
-                    &labels,
-                )
-                .unwrap_or_else(|e| panic!("Mask2Former matching of image {i}: {e}"));
-            // Back from matchable positions to the image's instance indices.
-            pairs
-                .into_iter()
-                .map(|(query, k)| (query, objects[k]))
-                .collect()
-        })
-        .collect();
-    Assignment::from_matches(q, &matches)
+            matcher.match_image(
+                logits.clone().slice([i..i + 1, 0..q, 0..c]).reshape([q, c]),
+                predicted,
+                target,
+                labels,
+            )
+        },
+    )
 }
 
 /// `(loss_mask, loss_dice)` of one prediction's matched queries on importance-sampled
@@ -186,17 +173,7 @@ pub fn point_mask_losses(
     num_masks: f32,
 ) -> (Tensor<1>, Tensor<1>) {
     let [b, q, h, w] = mask_logits.dims();
-    let pairs: Vec<(usize, usize, usize)> = assignment
-        .images
-        .iter()
-        .enumerate()
-        .flat_map(|(i, img)| {
-            img.matched_gt
-                .iter()
-                .enumerate()
-                .filter_map(move |(query, g)| g.map(|g| (i * q + query, i, g)))
-        })
-        .collect();
+    let pairs = matched(assignment, q);
     let flat = mask_logits.reshape([b * q, 1, h, w]);
     if pairs.is_empty() {
         let zero = flat.sum().mul_scalar(0.0);
@@ -246,18 +223,7 @@ pub fn set_criterion(
         .checked_sub(1)
         .expect("a Mask2Former output has one query layer per prediction");
     let num_queries = out.queries[last].class_logits.dims()[1];
-    let got = match &assignment.predictions {
-        Predictions::Queries { num_queries } => format!("{num_queries} queries"),
-        Predictions::Priors(p) => format!("{} dense priors", p.len()),
-        Predictions::Rois(_) => "RoIs".to_string(),
-    };
-    assert!(
-        matches!(assignment.predictions, Predictions::Queries { num_queries: n } if n == num_queries)
-            && assignment.images.len() == targets.len(),
-        "Mask2Former's loss needs the query assignment of its own output ({num_queries} queries, {} images), got {got} for {} images",
-        targets.len(),
-        assignment.images.len()
-    );
+    check_query_assignment("Mask2Former", num_queries, targets.len(), assignment);
     let set = MaskTargets::new(
         targets,
         out.padded_size,

@@ -80,7 +80,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::Conv2dConfig;
 use burn::nn::{EmbeddingConfig, Initializer, LayerNormConfig, LinearConfig};
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use kdet_structures::{ImageBatch, Instances};
 
 use crate::assignment::Assignment;
@@ -89,7 +89,7 @@ use crate::family::{ModelFamily, ModelOutput};
 use crate::ops::matching::MaskMatcherConfig;
 use crate::ops::sample::UncertainPointsConfig;
 use crate::ops::transformer::MaskedDecoderLayerConfig;
-use crate::output::LossDict;
+use crate::output::{LossDict, QueryLayer};
 use crate::query::detr::Mlp;
 
 pub use head::MaskedTransformerDecoder;
@@ -355,6 +355,20 @@ impl Mask2FormerConfig {
             test_topk_per_image: self.test_topk_per_image,
         }
     }
+}
+
+/// A query layer's `[B, Q, H, W]` mask logits, detached and off autodiff: what the matcher
+/// and the instance inference read.
+///
+/// # Panics
+/// If the layer has no mask logits.
+fn detached_mask_logits(layer: &QueryLayer) -> Tensor<4> {
+    layer
+        .mask_logits
+        .clone()
+        .expect("a Mask2Former query layer predicts masks")
+        .detach()
+        .without_autodiff()
 }
 
 /// Mask2Former: backbone, pixel decoder, masked-attention transformer decoder with its
