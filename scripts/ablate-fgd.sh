@@ -56,8 +56,10 @@ variant() { # name -> config, then --set arguments, one per line
         --set $L.lambda_global=3.25e-4 ;;
     fgd-p3) # the taps: P3 alone (stride 8, where the small objects are) instead of P3-P5
       official; printf '%s\n' --set 'distill.losses.0.levels=[0]' ;;
-    fgd-backbone) # the taps: backbone C3-C5 (a 1x1 connector to the teacher's widths)
-      official; printf '%s\n' --set distill.losses.0.student=backbone \
+    fgd-shipped_p3) # the shipped recipe's taps: P3 alone instead of P3-P5
+      echo "$F"; printf '%s\n' --set 'distill.losses.0.levels=[0]' ;;
+    fgd-shipped_backbone) # the shipped recipe on backbone C3-C5 (1x1 connector to the teacher's widths)
+      echo "$F"; printf '%s\n' --set distill.losses.0.student=backbone \
         --set distill.losses.0.teacher=backbone --set distill.losses.0.connector=conv1x1 ;;
     fgd-frozen_tgc) # the shipped recipe with the teacher-side GcBlocks frozen at init (identity)
       echo "$F"; printf '%s\n' --set $L.teacher_gcblock_trains=false ;;
@@ -70,8 +72,8 @@ variant() { # name -> config, then --set arguments, one per line
   esac
 }
 all="fgd-official fgd-inherit_only fgd-no_inherit fgd-t2 fgd-focal_only fgd-attention_only_x65
-  fgd-global_only_x65 fgd-x65 fgd-t2_x65 fgd-p3 fgd-backbone fgd-frozen_tgc baseline-narrow
-  fgd-narrow"
+  fgd-global_only_x65 fgd-x65 fgd-t2_x65 fgd-p3 fgd-shipped_p3 fgd-shipped_backbone
+  fgd-frozen_tgc baseline-narrow fgd-narrow"
 if [ "${1:-}" = --list ]; then
   for v in $all; do
     echo "$v: $(grep -A1 "^    $v)" "$0" | head -1 | sed 's/.*# //')"

@@ -39,10 +39,12 @@ VARIANTS = [
     ("fgd-attention_only_x65", "baseline", "attention only, γ × 65"),
     ("fgd-global_only_x65", "baseline", "global only, λ × 65"),
     ("fgd-p3", "baseline", "taps: P3 only (official: every FPN level)"),
-    ("fgd-backbone", "baseline", "taps: backbone C3-C5, 1×1 connector"),
     ("fgd-t2", "baseline", "temperature 2 instead of 0.5"),
     ("fgd-x65", "baseline", "all terms, γ and λ × 65"),
     ("fgd-t2_x65", "baseline", "temperature 2, γ and λ × 65: **the recipe shipped since** (= the FGD row above)"),
+    ("fgd-shipped_p3", "baseline", "the shipped recipe (t2_x65), taps: P3 only"),
+    ("fgd-shipped_backbone", "baseline",
+     "the shipped recipe (t2_x65), taps: backbone C3-C5 instead of the FPN, 1×1 connector"),
     ("fgd-frozen_tgc", "baseline",
      "the shipped recipe (t2_x65) with the teacher-side GcBlocks frozen at init, an identity map "
      "(official: they train with the student's optimizer and learning rate)"),
