@@ -68,12 +68,15 @@ variant() { # name -> config, then --set arguments, one per line
     fgd-narrow) # FGD into it: a 1x1 connector (FGD's align), nothing to inherit
       official; printf '%s\n' "${narrow[@]}" --set distill.inherit=false \
         --set distill.losses.0.connector=conv1x1 ;;
+    fgd-shipped_narrow) # the shipped recipe into it, the same way
+      echo "$F"; printf '%s\n' "${narrow[@]}" --set distill.inherit=false \
+        --set distill.losses.0.connector=conv1x1 ;;
     *) echo "ablate-fgd.sh: unknown variant $1 (--list)" >&2; return 1 ;;
   esac
 }
 all="fgd-official fgd-inherit_only fgd-no_inherit fgd-t2 fgd-focal_only fgd-attention_only_x65
   fgd-global_only_x65 fgd-x65 fgd-t2_x65 fgd-p3 fgd-shipped_p3 fgd-shipped_backbone
-  fgd-frozen_tgc baseline-narrow fgd-narrow"
+  fgd-frozen_tgc baseline-narrow fgd-narrow fgd-shipped_narrow"
 if [ "${1:-}" = --list ]; then
   for v in $all; do
     echo "$v: $(grep -A1 "^    $v)" "$0" | head -1 | sed 's/.*# //')"

@@ -50,6 +50,8 @@ VARIANTS = [
      "(official: they train with the student's optimizer and learning rate)"),
     ("baseline-narrow", None, "half-width student alone (reference of the next row)"),
     ("fgd-narrow", "baseline-narrow", "official FGD into the half-width student (1×1 connector, no inherit)"),
+    ("fgd-shipped_narrow", "baseline-narrow",
+     "the shipped recipe (t2_x65) into the half-width student (1×1 connector, no inherit)"),
 ]
 
 
@@ -201,8 +203,8 @@ def main() -> None:
         "or triples the gain, and the shipped recipe has both. The shipped recipe's gain",
         "needs the FPN levels FGD's official detectors distil (P3 alone or the backbone",
         "give less) and does not depend on training the teacher-side GcBlock (frozen at its",
-        "identity init: within seed noise). In the half-width student, official FGD gained",
-        "nothing (the shipped recipe was not run there).",
+        "identity init: within seed noise). In the half-width student (nothing to",
+        "inherit), see the last rows.",
         "",
     ]
     scores = []
