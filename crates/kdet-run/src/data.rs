@@ -21,16 +21,18 @@ pub fn ensure_synth(s: &SynthData) -> Result<()> {
             .with_context(|| format!("{}: not a synth.json", provenance.display()))?;
         if found != wanted {
             bail!(
-                "`data.synth`: {} holds a dataset made with other settings (seed {}, {} / {} images of {} px; the config asks for seed {}, {} / {} of {} px): point `root` elsewhere or remove the folder",
+                "`data.synth`: {} holds a dataset made with other settings (seed {}, {} / {} images of {} px, object scale {}; the config asks for seed {}, {} / {} of {} px, object scale {}): point `root` elsewhere or remove the folder",
                 s.root.display(),
                 found.seed,
                 found.train_images,
                 found.val_images,
                 found.image_size,
+                found.object_scale,
                 wanted.seed,
                 wanted.train_images,
                 wanted.val_images,
-                wanted.image_size
+                wanted.image_size,
+                wanted.object_scale
             );
         }
         return Ok(());

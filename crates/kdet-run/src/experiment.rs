@@ -226,6 +226,10 @@ pub struct SynthData {
     /// Image side in pixels.
     #[serde(default = "default_image_size")]
     pub image_size: u32,
+    /// Multiplies every object's side (`kdet data synth --object-scale`; 1: the built-in
+    /// mix).
+    #[serde(default = "default_object_scale")]
+    pub object_scale: f32,
 }
 
 fn default_synth_root() -> PathBuf {
@@ -244,6 +248,10 @@ fn default_image_size() -> u32 {
     SynthConfig::default().image_size
 }
 
+fn default_object_scale() -> f32 {
+    SynthConfig::default().object_scale
+}
+
 impl SynthData {
     /// The generator settings this entry asks for.
     pub fn synth_config(&self) -> SynthConfig {
@@ -252,6 +260,7 @@ impl SynthData {
             image_size: self.image_size,
             train_images: self.train_images,
             val_images: self.val_images,
+            object_scale: self.object_scale,
             ..SynthConfig::default()
         }
     }

@@ -140,6 +140,7 @@ fn synth_experiment(backbone: SmallResNetConfig, channels: usize) -> Experiment 
                 train_images: 1000,
                 val_images: 250,
                 image_size: 128,
+                object_scale: 1.0,
             }),
             size_divisor: 32,
             train_transforms: None,

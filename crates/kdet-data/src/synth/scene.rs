@@ -59,7 +59,7 @@ pub(crate) fn visible_part(
 pub(crate) fn sample_shape<R: Rng>(rng: &mut R, cfg: &SynthConfig) -> (Shape, bool) {
     let class = ShapeClass::ALL[rng.random_range(0..ShapeClass::ALL.len())];
     let form = ShapeForm::sample(class, rng);
-    let (sqrt_area, large) = sample_sqrt_area(rng, cfg.image_size);
+    let (sqrt_area, large) = sample_sqrt_area(rng, cfg.image_size, cfg.object_scale);
     let radius = form.radius_for(sqrt_area);
     let size = cfg.image_size as f32;
     // Up to 40% of the radius may stick out of the frame; large shapes stay central.

@@ -320,8 +320,14 @@ pub(crate) const SIZE_BUCKETS: [(f32, f32, f32); 4] = [
 ];
 
 /// Draw `sqrt(area)` in pixels for an image of side `image_size`: a bucket by its
-/// probability, then log-uniform inside it (favouring the smaller end).
-pub(crate) fn sample_sqrt_area<R: Rng>(rng: &mut R, image_size: u32) -> (f32, bool) {
+/// probability, then log-uniform inside it (favouring the smaller end), times
+/// `object_scale` (`SynthConfig::object_scale`; above 1 capped at the largest bucket's
+/// side, so that no object outgrows the frame). The flag: drawn from the large bucket.
+pub(crate) fn sample_sqrt_area<R: Rng>(
+    rng: &mut R,
+    image_size: u32,
+    object_scale: f32,
+) -> (f32, bool) {
     let scale = image_size as f32 / 128.0;
     let mut p = rng.random::<f32>();
     let mut bucket = SIZE_BUCKETS[SIZE_BUCKETS.len() - 1];
@@ -333,7 +339,11 @@ pub(crate) fn sample_sqrt_area<R: Rng>(rng: &mut R, image_size: u32) -> (f32, bo
         p -= b.0;
     }
     let (lo, hi) = (bucket.1.ln(), bucket.2.ln());
-    let s = rng.random_range(lo..=hi).exp() * scale;
+    // `* 1.0` is exact and the cap applies above 1 only: the default data is unchanged.
+    let mut s = rng.random_range(lo..=hi).exp() * scale * object_scale;
+    if object_scale > 1.0 {
+        s = s.min(SIZE_BUCKETS[SIZE_BUCKETS.len() - 1].2 * scale);
+    }
     let large = bucket.1 >= 96.0;
     (s.max(5.0), large)
 }
@@ -343,6 +353,25 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn object_scale_multiplies_each_drawn_side_up_to_the_largest_bucket() {
+        let cap = SIZE_BUCKETS[SIZE_BUCKETS.len() - 1].2;
+        let mut capped = 0;
+        for seed in 0..400 {
+            let draw = |scale| sample_sqrt_area(&mut ChaCha8Rng::seed_from_u64(seed), 128, scale);
+            let ((s1, l1), (s3, l3), (q, _)) = (draw(1.0), draw(3.0), draw(0.25));
+            assert_eq!(l1, l3, "the bucket does not depend on the scale");
+            let want = (s1 * 3.0).min(cap);
+            assert!(
+                (s3 - want).abs() <= 1e-4 * want,
+                "seed {seed}: {s1} -> {s3}"
+            );
+            assert!(q >= 5.0 && (q - (s1 * 0.25).max(5.0)).abs() <= 1e-4 * s1);
+            capped += usize::from(s1 * 3.0 > cap);
+        }
+        assert!(capped > 0, "some draws reach the cap at scale 3");
+    }
 
     fn shape(class: ShapeClass, radius: f32, aspect: f32, inner: f32) -> Shape {
         ShapeForm {

@@ -225,6 +225,44 @@ fn invalid_configs_are_rejected_with_the_field() {
 }
 
 #[test]
+fn object_scale_outside_its_range_is_rejected_with_the_field() {
+    for bad in [0.0, 0.2, 4.5, f32::NAN, f32::INFINITY] {
+        let cfg = SynthConfig {
+            object_scale: bad,
+            ..Default::default()
+        };
+        let err = cfg.validate().expect_err("object_scale out of range");
+        assert!(err.to_string().contains("object_scale"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn a_larger_object_scale_gives_larger_objects_with_exact_masks() {
+    // The same scenes (seed, split, index) at scale 1 and 2.5: objects grow by about
+    // 2.5² in area, less what occlusion and the frame take away.
+    let mean_area = |object_scale: f32| {
+        let cfg = SynthConfig {
+            object_scale,
+            ..tiny(5)
+        };
+        let (mut sum, mut n) = (0usize, 0usize);
+        for i in 0..12 {
+            for o in generate_image(&cfg, Split::Train, i).objects {
+                sum += o.mask.iter().map(|&m| usize::from(m)).sum::<usize>();
+                n += 1;
+            }
+        }
+        assert!(n > 0, "scale {object_scale}: no objects");
+        sum as f64 / n as f64
+    };
+    let (a1, a25) = (mean_area(1.0), mean_area(2.5));
+    assert!(
+        a25 > 2.5 * a1,
+        "mean area {a1:.0} at scale 1, {a25:.0} at 2.5"
+    );
+}
+
+#[test]
 fn io_errors_name_the_path() {
     let dir = tempfile::tempdir().expect("tempdir");
     let blocker = dir.path().join("file");

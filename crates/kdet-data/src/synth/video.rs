@@ -53,7 +53,7 @@ impl Track {
     fn sample<R: Rng>(rng: &mut R, cfg: &SynthConfig) -> Self {
         let class = ShapeClass::ALL[rng.random_range(0..ShapeClass::ALL.len())];
         let form = ShapeForm::sample(class, rng);
-        let (sqrt_area, large) = sample_sqrt_area(rng, cfg.image_size);
+        let (sqrt_area, large) = sample_sqrt_area(rng, cfg.image_size, cfg.object_scale);
         let r = form.radius_for(sqrt_area);
         let size = cfg.image_size as f32;
         let margin = (0.6 * r).min(0.45 * size);
