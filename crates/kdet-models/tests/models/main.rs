@@ -2,6 +2,7 @@
 
 mod deformable;
 mod detr;
+mod fit;
 mod grads;
 mod mask2former;
 mod matching;

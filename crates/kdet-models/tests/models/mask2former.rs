@@ -11,9 +11,9 @@ use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::Device;
 use kdet_eval::coco::{CocoEvalConfig, LabelMap, SegmArea, evaluate_predictions};
-use kdet_models::ModelFamily;
 use kdet_models::query::{Mask2Former, Mask2FormerConfig};
 
+use crate::fit::{fit, task_loss};
 use crate::grads::gradients;
 use crate::overfit::{seed_exclusively, two_images};
 
@@ -34,37 +34,13 @@ fn mask2former_lite_overfits_two_images() {
         "the generated targets carry instance masks"
     );
     let (eval_batch, _) = two_images(dir.path(), &Device::flex());
-    let mut model: Mask2Former = lite().init(&device);
-    let mut optim = AdamConfig::new().init();
+    let model: Mask2Former = lite().init(&device);
     // Adam at 1e-3 rather than the official AdamW 1e-4 (a 50-epoch recipe), as DETR-lite's
     // test. Measured on 2 cores shared with two trainings (load ~5): the loss falls from
     // 50.4 to 4.0 and mask AP50 and AP reach 1.0 in 70 steps, 25 s; seeds 1-3 also reach
     // AP50 1.0 (AP 1.0) at 70 steps; after 10 steps AP50 is 0.75 (the bar can fail).
     let (steps, lr) = (70, 1e-3);
-    let mut first = None;
-    let mut last = 0.0;
-    for step in 0..steps {
-        let out = model.forward(&batch.images);
-        let assignment = model.assign(&out, &batch.targets);
-        let losses = model.loss(&out, &batch.targets, &assignment);
-        let total = losses.total().expect("Mask2Former has task losses");
-        last = total.clone().into_scalar::<f32>();
-        assert!(
-            last.is_finite(),
-            "loss became {last}: {:?}",
-            losses.scalars()
-        );
-        first.get_or_insert(last);
-        if step % 25 == 0 {
-            eprintln!(
-                "step {step} ({:.1} s): total {last:.3}",
-                start.elapsed().as_secs_f64()
-            );
-        }
-        let grads = GradientsParams::from_grads(total.backward(), &model);
-        model = optim.step(lr, model, grads);
-    }
-    let first = first.expect("at least one step ran");
+    let (model, first, last) = fit(model, &batch, steps, lr, 25, start);
     let valid = model.valid();
     let dets = valid.predict(&eval_batch.images);
     let preds: Vec<(u64, _)> = eval_batch.image_ids.iter().copied().zip(dets).collect();
@@ -91,12 +67,7 @@ fn gradients_reach_every_parameter_group() {
     let _seeded = seed_exclusively(&device);
     let (batch, _) = two_images(dir.path(), &device);
     let mut model: Mask2Former = lite().init(&device);
-    let out = model.forward(&batch.images);
-    let assignment = model.assign(&out, &batch.targets);
-    let total = model
-        .loss(&out, &batch.targets, &assignment)
-        .total()
-        .expect("Mask2Former has task losses");
+    let (total, _) = task_loss(&model, &batch);
     let grads = GradientsParams::from_grads(total.backward(), &model);
     let decoder = &model.decoder;
     // The lite preset's pixel decoder already has the decoder's width: no input projection.
@@ -143,12 +114,7 @@ fn gradients_reach_every_parameter_group() {
     // After one step the offset and weight projections are no longer zero, and the pixel
     // decoder's level embedding learns too.
     model = AdamConfig::new().init().step(1e-3, model, grads);
-    let out = model.forward(&batch.images);
-    let assignment = model.assign(&out, &batch.targets);
-    let total = model
-        .loss(&out, &batch.targets, &assignment)
-        .total()
-        .expect("Mask2Former has task losses");
+    let (total, _) = task_loss(&model, &batch);
     let grads = GradientsParams::from_grads(total.backward(), &model);
     let pixels = gradients(&model.pixel_decoder, &grads);
     let level = pixels
