@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use clap::{Args, Subcommand};
-use kdet_models::Detector;
+use kdet_models::Model;
 use kdet_run::Experiment;
-use kdet_run::models::load_detector;
+use kdet_run::models::load_model;
 use kdet_run::timing::{median, random_batch, time_inference};
 use serde_json::json;
 
@@ -76,10 +76,10 @@ fn infer(args: InferArgs) -> Result<()> {
         bail!("--batch and --iters must be at least 1");
     }
     let device = args.device.choice.plain()?;
-    let (model, experiment, what): (Detector, Experiment, String) =
+    let (model, experiment, what): (Model, Experiment, String) =
         match (&args.checkpoint, &args.config) {
             (Some(c), _) => {
-                let (model, experiment, ckpt) = load_detector(c, &device)?;
+                let (model, experiment, ckpt) = load_model(c, &device)?;
                 (model, experiment, ckpt.path.display().to_string())
             }
             (None, Some(c)) => {
@@ -102,10 +102,13 @@ fn infer(args: InferArgs) -> Result<()> {
     let params = model.num_params();
     let t = time_inference(&model, &batch, args.warmup, args.iters)?;
     let (mut forward, mut total) = (t.forward, t.total);
-    let (mut backbone, mut neck, mut head) = (t.backbone, t.neck, t.head);
     let detections = t.detections;
     let (fwd, all) = (median(&mut forward), median(&mut total));
-    let (bb, nk, hd) = (median(&mut backbone), median(&mut neck), median(&mut head));
+    let parts: Vec<(&str, f64)> = t
+        .parts
+        .into_iter()
+        .map(|(name, mut times)| (name, median(&mut times)))
+        .collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("{what}");
     println!(
@@ -124,7 +127,11 @@ fn infer(args: InferArgs) -> Result<()> {
         total[total.len() - 1],
         detections as f64 / (args.iters * args.batch) as f64
     );
-    println!("forward by part (ms/image, medians): backbone {bb:.2}, neck {nk:.2}, head {hd:.2}");
+    let by_part: Vec<String> = parts.iter().map(|(n, v)| format!("{n} {v:.2}")).collect();
+    println!(
+        "forward by part (ms/image, medians): {}",
+        by_part.join(", ")
+    );
     if let Some(out) = &args.out {
         let doc = json!({
             "model": what,
@@ -138,7 +145,7 @@ fn infer(args: InferArgs) -> Result<()> {
             "device": args.device.choice.to_string(),
             "forward_ms_per_image": {"median": fwd, "min": forward[0], "max": forward[forward.len() - 1]},
             "total_ms_per_image": {"median": all, "min": total[0], "max": total[total.len() - 1]},
-            "parts_ms_per_image": {"backbone": bb, "neck": nk, "head": hd},
+            "parts_ms_per_image": parts.iter().map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         });
         write_report(out, &doc)?;
     }

@@ -110,6 +110,8 @@ pub fn tag_text(class: usize, score: Option<f32>, class_names: &[String]) -> Str
 /// Draws each detection with score >= min_score: a 2-px rectangle outline in the class colour
 /// (box in the image's pixels, xyxy, clipped to the image), and a filled label tag with
 /// "<class name> <score 0.00>" in 8x8 bitmap text (font8x8) above the box (inside the image).
+/// Detections with masks (of the image's size) also get their mask filled with the class
+/// colour at half opacity, under every tag and outline.
 /// Deterministic: the same inputs give the same pixels. Returns how many were drawn.
 ///
 /// Detections without scores are all drawn, labelled with the class name only; non-finite
@@ -142,6 +144,17 @@ pub fn draw_detections(
             .expect("drawn scores are comparable (NaN scores are filtered out)")
     });
     let classes = dets.classes();
+    // Masks first (under every tag and outline), in the same order: the class colour
+    // blended half over each mask pixel of the image.
+    if let Some(bitmaps) = dets
+        .masks()
+        .filter(|m| (m.height(), m.width()) == (height, width))
+        .and_then(|m| m.to_bitmaps().ok())
+    {
+        for &(i, _, _) in &drawn {
+            blend_mask(image, &bitmaps[i], class_color(classes[i]));
+        }
+    }
     for &(i, score, rect) in &drawn {
         let text = tag_text(classes[i], score, class_names);
         draw_tag(image, rect, &text, class_color(classes[i]));
@@ -150,6 +163,20 @@ pub fn draw_detections(
         draw_outline(image, rect, class_color(classes[i]));
     }
     drawn.len()
+}
+
+/// The colour blended half over every pixel of `mask` (the image's size).
+fn blend_mask(image: &mut RgbImage, mask: &kdet_structures::BitMask, color: Rgb<u8>) {
+    for y in 0..image.height() {
+        for x in 0..image.width() {
+            if mask.get(x, y) {
+                let p = image.get_pixel_mut(x, y);
+                for c in 0..3 {
+                    p.0[c] = ((u16::from(p.0[c]) + u16::from(color.0[c])) / 2) as u8;
+                }
+            }
+        }
+    }
 }
 
 /// Sets a pixel when it is inside the image.

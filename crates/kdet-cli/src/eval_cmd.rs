@@ -13,7 +13,7 @@ use kdet_eval::coco::{self, CocoEvalConfig, IouKind, SegmArea};
 use kdet_eval::ytvis;
 use kdet_run::evaluate::{EvalSplit, split_folder};
 use kdet_run::files::{EvalFile, EvalSettings};
-use kdet_run::models::{load_detector, weights_crc32};
+use kdet_run::models::{load_model, weights_crc32};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -152,7 +152,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
 /// `kdet eval --checkpoint`.
 fn eval_checkpoint(args: &EvalArgs, checkpoint: &Path) -> Result<()> {
     let device = args.device.choice.plain()?;
-    let (model, experiment, ckpt) = load_detector(checkpoint, &device)?;
+    let (model, experiment, ckpt) = load_model(checkpoint, &device)?;
     let path = ckpt.path.clone();
     let (json_path, images) = match (&args.data, &args.gt, &args.images) {
         (Some(dir), _, _) => split_folder(dir)?,

@@ -41,12 +41,11 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::{Args, ValueEnum};
 use kdet_distill::DistilledStudent;
+use kdet_models::ModelFamily;
 use kdet_models::weights::detectors::differing_tensors;
-use kdet_models::weights::{
-    ImportOptions, StateDict, WeightSource, load_detector, save_safetensors,
-};
+use kdet_models::weights::{ImportOptions, StateDict, WeightSource, load_model, save_safetensors};
 
-use kdet_run::models::{detector_of, read_checkpoint};
+use kdet_run::models::{model_of, read_checkpoint};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ExportFormat {
@@ -94,7 +93,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     if !safetensors {
         let info = if experiment.distill.is_some() {
             // The student alone, under the `student.` paths its experiment loads from.
-            let student = detector_of(&ckpt, &experiment, &device)?;
+            let student = model_of(&ckpt, &experiment, &device)?;
             ckpt.write_weights_only(&args.out, Some(DistilledStudent { student }))
         } else {
             ckpt.write_weights_only::<DistilledStudent>(&args.out, None)
@@ -108,22 +107,22 @@ pub fn run(args: ExportArgs) -> Result<()> {
             info.crc32
         );
     } else {
-        // The student alone for a distillation run (detector_of drops the rest).
-        let detector = detector_of(&ckpt, &experiment, &device)?;
+        // The student alone for a distillation run (model_of drops the rest).
+        let detector = model_of(&ckpt, &experiment, &device)?;
         let stored = serde_json::to_string(&experiment).context("serialising the experiment")?;
         let n = save_safetensors(
             &detector,
             &args.out,
             true,
             &[
-                ("kdet_head", detector.head.family().to_string()),
+                ("kdet_head", ModelFamily::family(&detector).to_string()),
                 ("kdet_experiment", stored),
             ],
         )
         .with_context(|| format!("writing {}", args.out.display()))?;
         // Read it back into a fresh detector of the same experiment: every tensor equal.
         let state = StateDict::open(&args.out).context("reading the export back")?;
-        let (back, _) = load_detector(
+        let (back, _) = load_model(
             experiment.model.init(&device),
             &state,
             WeightSource::Kdet,
@@ -145,7 +144,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
             args.out.display(),
             bytes as f64 / 1e6,
             ckpt.meta.step,
-            detector.head.family()
+            ModelFamily::family(&detector)
         );
     }
     Ok(())

@@ -37,7 +37,7 @@ use kdet_structures::{ImageSize, Instances, LabelMap};
 use serde_json::json;
 
 use crate::draw::{class_color, draw_detections, png_bytes};
-use kdet_run::models::{detector_of, read_checkpoint};
+use kdet_run::models::{model_of, read_checkpoint};
 use kdet_run::{DataSource, Experiment};
 
 #[derive(Args, Debug)]
@@ -96,18 +96,21 @@ pub fn run(args: PredictArgs) -> Result<()> {
     let labels = class_labels(&experiment)?;
     let class_names = labels.names().to_vec();
     let device = args.device.choice.plain()?;
-    let model = detector_of(&ckpt, &experiment, &device)?;
+    let model = model_of(&ckpt, &experiment, &device)?;
     let batch_size = args.batch_size.unwrap_or(experiment.eval.batch_size);
+    let model_threshold = match experiment.model.dense() {
+        Some(d) => format!("model threshold {}", d.test.score_threshold),
+        None => "the model's top-k".to_string(),
+    };
     println!(
         "{}: step {} (epoch {}), {} image{}, batch {batch_size}; drawing scores >= {} \
-         (predictions.json: every detection, model threshold {})",
+         (predictions.json: every detection, {model_threshold})",
         ckpt.path.display(),
         ckpt.meta.step,
         ckpt.meta.epoch,
         files.len(),
         if files.len() == 1 { "" } else { "s" },
         args.score_threshold,
-        experiment.model.test.score_threshold,
     );
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating the output folder {}", args.out.display()))?;

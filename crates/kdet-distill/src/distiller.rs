@@ -1,5 +1,5 @@
-//! The [`Distiller`]: a student [`Detector`] and its distillation modules on the autodiff
-//! device, a teacher [`Detector`] on a plain device, and a validated recipe.
+//! The [`Distiller`]: a student [`Model`] (any family) and its distillation modules on the
+//! autodiff device, a teacher [`Model`] on a plain device, and a validated recipe.
 //!
 //! One step (`../shared/ARCHITECTURE.md`, "Data flow"): the student runs forward, is
 //! assigned once, and computes its task losses; the teacher runs forward on the same
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::Module;
-use kdet_models::{Detector, DetectorOutput, LossDict, LossKey};
+use kdet_models::{DetectorOutput, LossDict, LossKey, Model, ModelFamily};
 use kdet_structures::{ImageBatch, ImageSize, Instances};
 
 use crate::connector::Connector;
@@ -48,12 +48,12 @@ pub struct EntryModules {
 /// Student + distillation modules (trained) and the teacher (frozen, skipped).
 #[derive(Module, Debug)]
 pub struct Distiller {
-    pub student: Detector,
+    pub student: Model,
     pub entries: Vec<EntryModules>,
     #[module(skip)]
     plan: Arc<Vec<PlanEntry>>,
     #[module(skip)]
-    teacher: Arc<Detector>,
+    teacher: Arc<Model>,
     #[module(skip)]
     not_inherited: Arc<Vec<String>>,
     #[module(skip)]
@@ -64,7 +64,7 @@ pub struct Distiller {
 /// the distillation modules' are ignored (they are dropped on export).
 #[derive(Module, Debug)]
 pub struct DistilledStudent {
-    pub student: Detector,
+    pub student: Model,
 }
 
 impl Distiller {
@@ -76,11 +76,12 @@ impl Distiller {
     /// the neck, every parameter whose shape agrees is copied (see
     /// [`Distiller::not_inherited`]).
     pub fn new(
-        student: Detector,
-        teacher: Detector,
+        student: impl Into<Model>,
+        teacher: impl Into<Model>,
         recipe: &RecipeConfig,
         input_size: ImageSize,
     ) -> Result<Self, DistillError> {
+        let (student, teacher): (Model, Model) = (student.into(), teacher.into());
         let device = student
             .devices()
             .into_iter()
@@ -161,7 +162,7 @@ impl Distiller {
         &self.plan
     }
 
-    pub fn teacher(&self) -> &Detector {
+    pub fn teacher(&self) -> &Model {
         &self.teacher
     }
 
@@ -269,5 +270,7 @@ impl KdTimings {
 fn sync(out: &DetectorOutput) {
     if let Some(l) = out.head.last() {
         let _ = l.cls_logits.device().sync();
+    } else if let Some(q) = out.queries.last() {
+        let _ = q.class_logits.device().sync();
     }
 }

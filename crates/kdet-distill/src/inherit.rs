@@ -4,17 +4,27 @@
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData};
-use kdet_models::Detector;
+use kdet_models::{Model, ModelFamily};
 
 use crate::error::DistillError;
 
 /// Copies the teacher's head (every parameter: the shapes must agree) and the neck
 /// parameters whose shapes agree into `student`. Returns the student and the neck
 /// parameters left at their initial values, as `neck.<path> (student [..], teacher [..])`.
+///
+/// Dense detectors only (the neck and head are an FPN and a dense head): another family
+/// is an error naming it.
 pub fn inherit_neck_and_head(
-    mut student: Detector,
-    teacher: &Detector,
-) -> Result<(Detector, Vec<String>), DistillError> {
+    student: Model,
+    teacher: &Model,
+) -> Result<(Model, Vec<String>), DistillError> {
+    let (Model::Dense(mut student), Some(teacher)) = (student.clone(), teacher.dense()) else {
+        return Err(DistillError::Recipe(format!(
+            "distill.inherit copies a dense detector's FPN and head; the student is {} and the teacher {}: set inherit = false",
+            ModelFamily::family(&student),
+            ModelFamily::family(teacher)
+        )));
+    };
     let (head, skipped) = inherit_matching(student.head, &teacher.head, "head")?;
     if !skipped.is_empty() {
         return Err(DistillError::Recipe(format!(
@@ -28,7 +38,7 @@ pub fn inherit_neck_and_head(
     // extra levels are copied.
     let (neck, skipped) = inherit_matching(student.neck, &teacher.neck, "neck")?;
     student.neck = neck;
-    Ok((student, skipped))
+    Ok((Model::Dense(student), skipped))
 }
 
 /// Every float parameter of a module in visiting order: path, shape, value.

@@ -20,7 +20,7 @@
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use kdet_models::{Assignment, Detector, DetectorOutput};
+use kdet_models::{Assignment, Detector, DetectorOutput, Model};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -38,6 +38,10 @@ pub enum TapUse {
     /// Fixed head outputs, compared prior by prior; `student`/`teacher`/`connector` must
     /// not be set.
     Fixed(&'static [Tap]),
+    /// The query predictions of every decoder layer (query families: DETR, Mask2Former),
+    /// matched query to query by the method; no feature taps or levels
+    /// (`student`/`teacher`/`connector`/`levels` must not be set).
+    Queries,
 }
 
 /// One named KD term before the recipe weight (`name` is `""` for a single-term method;
@@ -65,8 +69,8 @@ impl KdTerm {
 pub struct Wiring<'a> {
     /// The entry as written (`levels`, `connector`, ...).
     pub entry: &'a RecipeEntry,
-    pub student: &'a Detector,
-    pub teacher: &'a Detector,
+    pub student: &'a Model,
+    pub teacher: &'a Model,
     pub student_shapes: &'a TapShapes,
     pub teacher_shapes: &'a TapShapes,
     /// `(student tap, teacher tap)` of a feature method; `None` for fixed taps.
@@ -75,7 +79,25 @@ pub struct Wiring<'a> {
     pub levels: &'a [usize],
 }
 
+/// The dense detectors of a method that [`KdMethod::needs_dense_head`] (the planner has
+/// checked both sides are dense before any method sees them).
+fn dense_pair<'a>(student: &'a Model, teacher: &'a Model) -> (&'a Detector, &'a Detector) {
+    let planned = "the planner checks that a method reading a dense head has dense models";
+    (
+        student.dense().expect(planned),
+        teacher.dense().expect(planned),
+    )
+}
+
 impl Wiring<'_> {
+    /// Student and teacher detectors, for a method that [`KdMethod::needs_dense_head`].
+    ///
+    /// # Panics
+    /// If either is not a dense detector (the planner rejects that first).
+    pub fn dense(&self) -> (&Detector, &Detector) {
+        dense_pair(self.student, self.teacher)
+    }
+
     /// The shapes of the selected student levels of the feature tap (empty for fixed
     /// taps).
     pub fn student_levels(&self) -> Vec<LevelShape> {
@@ -122,12 +144,20 @@ pub struct KdInputs<'a> {
     /// drawn from `(seed, step, ...)` makes a resumed run bit-exact).
     pub seed: u64,
     /// The student model (its head's class count, `reg_max`, ...).
-    pub student_model: &'a Detector,
+    pub student_model: &'a Model,
     /// The frozen teacher model (PGD decodes its boxes).
-    pub teacher_model: &'a Detector,
+    pub teacher_model: &'a Model,
 }
 
 impl KdInputs<'_> {
+    /// Student and teacher detectors, for a method that [`KdMethod::needs_dense_head`].
+    ///
+    /// # Panics
+    /// If either is not a dense detector (the planner rejects that first).
+    pub fn dense_models(&self) -> (&Detector, &Detector) {
+        dense_pair(self.student_model, self.teacher_model)
+    }
+
     /// The selected levels of a fixed tap, student side.
     pub fn student_tap(&self, tap: Tap) -> Vec<Tensor<4>> {
         crate::taps::select(self.levels, crate::taps::tap_tensors(self.student, tap))
@@ -164,6 +194,13 @@ pub trait KdMethod:
     /// map sizes are not required.
     fn resizes_student(&self) -> bool {
         false
+    }
+
+    /// Whether the method reads a dense head (its maps, priors or decoded boxes): then
+    /// both models must be dense detectors (the planner says so otherwise). Default: the
+    /// fixed-tap methods, which compare head maps prior by prior.
+    fn needs_dense_head(&self) -> bool {
+        matches!(self.tap_use(), TapUse::Fixed(_))
     }
 
     /// Method-specific wiring checks, after the generic ones (levels exist, map sizes,
@@ -297,6 +334,12 @@ macro_rules! kd_methods {
             pub fn resizes_student(&self) -> bool {
                 match self {
                     $(Self::$variant(c) => $crate::method::KdMethod::resizes_student(c),)+
+                }
+            }
+
+            pub fn needs_dense_head(&self) -> bool {
+                match self {
+                    $(Self::$variant(c) => $crate::method::KdMethod::needs_dense_head(c),)+
                 }
             }
 

@@ -4,7 +4,7 @@
 //! generated from these lines ([`crate::kd_methods!`]); each method lives in its own file
 //! under `losses/` and implements [`crate::method::KdMethod`].
 
-use crate::losses::{cwd, fbkd, fgd, fitnet, frs, kd, ld, mgd, pgd, pkd};
+use crate::losses::{cwd, fbkd, fgd, fitnet, frs, kd, ld, mgd, mqkd, pgd, pkd};
 
 crate::kd_methods! {
     /// Hinton logit KD on every prior's class logits (MMRazor `KLDivergence`).
@@ -27,6 +27,9 @@ crate::kd_methods! {
     Mgd(mgd::MgdConfig),
     /// Feature-based KD with attention and non-local modules (MMRazor `FBKDLoss`).
     Fbkd(fbkd::FbkdConfig),
+    /// Matched-query KD between query models (DETR-lite, Mask2Former-lite): class, mask
+    /// and box KD on Hungarian-matched student/teacher queries (kdet's reconstruction).
+    MatchedQueryKd(mqkd::MatchedQueryKdConfig),
 }
 
 #[cfg(test)]
@@ -44,7 +47,7 @@ mod tests {
             "duplicate method names: {names:?}"
         );
         assert_eq!(names[0], kd::LogitKdConfig::NAME);
-        assert_eq!(names[names.len() - 1], fbkd::FbkdConfig::NAME);
+        assert_eq!(names[names.len() - 1], mqkd::MatchedQueryKdConfig::NAME);
     }
 
     /// Every method parses from `{ type = name }` with its defaults, writes `type` first

@@ -3,7 +3,7 @@
 //! every method shares; each method adds its own ([`crate::method::KdMethod::check`]). No
 //! method is named here.
 
-use kdet_models::Detector;
+use kdet_models::{Model, ModelFamily};
 
 use crate::connector::ConnectorKind;
 use crate::error::DistillError;
@@ -30,8 +30,8 @@ pub struct PlanEntry {
 /// input size. Every error names the entry (`distill.losses[i] (name): ...`).
 pub fn plan_recipe(
     recipe: &RecipeConfig,
-    student: &Detector,
-    teacher: &Detector,
+    student: &Model,
+    teacher: &Model,
     student_shapes: &TapShapes,
     teacher_shapes: &TapShapes,
 ) -> Result<Vec<PlanEntry>, DistillError> {
@@ -40,12 +40,23 @@ pub fn plan_recipe(
     for (i, e) in recipe.losses.iter().enumerate() {
         let name = e.name();
         let err = |m: String| DistillError::Recipe(format!("distill.losses[{i}] ({name}): {m}"));
-        let (ks, kt) = (student.head.num_classes(), teacher.head.num_classes());
+        let (ks, kt) = (student.num_classes(), teacher.num_classes());
         if e.loss.compares_classes() && ks != kt {
             return Err(err(format!(
                 "{} compares class scores, but the student has {ks} classes and the teacher {kt}",
                 e.loss.method()
             )));
+        }
+        if e.loss.needs_dense_head() {
+            for (side, model) in [("student", student), ("teacher", teacher)] {
+                if model.dense().is_none() {
+                    return Err(err(format!(
+                        "{} reads a dense detector's head, but the {side} is a {} model",
+                        e.loss.method(),
+                        model.family()
+                    )));
+                }
+            }
         }
         let (taps, levels, fixed) = match e.loss.tap_use() {
             TapUse::Feature { default } => {
@@ -70,6 +81,21 @@ pub fn plan_recipe(
                 )
                 .map_err(err)?;
                 (None, levels, Some(fixed))
+            }
+            TapUse::Queries => {
+                for (side, shapes, model) in [
+                    ("student", student_shapes, student),
+                    ("teacher", teacher_shapes, teacher),
+                ] {
+                    if shapes.query_layers.is_empty() {
+                        return Err(err(format!(
+                            "{} distils query predictions, but the {side} ({}) has no queries: it needs a query model (detr, mask2former)",
+                            e.loss.method(),
+                            model.family()
+                        )));
+                    }
+                }
+                (None, Vec::new(), None)
             }
         };
         let wiring = Wiring {

@@ -158,6 +158,17 @@ impl RecipeConfig {
                     names.join(", ")
                 ));
             }
+            if e.loss.tap_use() == TapUse::Queries
+                && (e.student.is_some()
+                    || e.teacher.is_some()
+                    || e.levels.is_some()
+                    || e.connector != ConnectorKind::None)
+            {
+                return Err(format!(
+                    "{at}: {} matches the models' queries; remove `student`, `teacher`, `levels` and `connector`",
+                    e.loss.method()
+                ));
+            }
             if let Some(levels) = &e.levels
                 && levels.is_empty()
             {

@@ -3,7 +3,7 @@
 
 use burn::module::Module;
 use burn::tensor::Tensor;
-use kdet_models::{Detector, DetectorOutput};
+use kdet_models::{DetectorOutput, Model, ModelFamily};
 use kdet_structures::{ImageBatch, ImageSize};
 use serde::{Deserialize, Serialize};
 
@@ -57,12 +57,15 @@ pub struct TapShapes {
     pub reg_tower: Vec<LevelShape>,
     pub cls_logits: Vec<LevelShape>,
     pub box_regression: Vec<LevelShape>,
+    /// `[Q, D]` (queries, embedding width) of every decoder layer of a query model; empty
+    /// for other families.
+    pub query_layers: Vec<[usize; 2]>,
 }
 
 impl TapShapes {
-    /// Runs `detector` once on a zero batch of `size` (padded size of the training data)
+    /// Runs `detector` (any family) once on a zero batch of `size` (padded size of the training data)
     /// without autodiff (`Module::valid`) and reads every tap's shape.
-    pub fn probe(detector: &Detector, size: ImageSize) -> Self {
+    pub fn probe(detector: &Model, size: ImageSize) -> Self {
         let plain = detector.valid();
         let device = plain
             .devices()
@@ -112,6 +115,14 @@ impl TapShapes {
                 .head
                 .iter()
                 .map(|l| shape(&l.box_regression, l.stride))
+                .collect(),
+            query_layers: out
+                .queries
+                .iter()
+                .map(|q| {
+                    let [_, n, d] = q.embeddings.dims();
+                    [n, d]
+                })
                 .collect(),
         }
     }

@@ -23,6 +23,7 @@ pub mod family;
 pub mod heads;
 pub mod layers;
 pub mod losses;
+pub mod model;
 pub mod neck;
 pub mod ops;
 pub mod output;
@@ -33,6 +34,7 @@ pub mod weights;
 pub use assignment::{Assignment, ImageAssignment, Priors};
 pub use detector::{DenseHead, Detector, DetectorConfig, HeadConfig};
 pub use family::{DenseHeadFamily, DenseHeadFamilyConfig, ModelFamily, ModelOutput};
+pub use model::{Model, ModelConfig};
 pub use output::{
     DetectorOutput, FeatureMap, FeatureSpec, HeadLevel, LossDict, LossKey, LossTerm, QueryLayer,
     RoiOutput, SlotOutput,

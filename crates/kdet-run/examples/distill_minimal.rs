@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use burn::tensor::Device;
 use kdet_run::evaluate::EvalSplit;
-use kdet_run::models::load_detector;
+use kdet_run::models::load_model;
 use kdet_run::{Experiment, Override, RunOptions, TeacherConfig, run, shipped};
 
 fn main() -> Result<()> {
@@ -53,7 +53,7 @@ fn main() -> Result<()> {
     let student = outcome.finished.context("the run stopped early")?;
 
     // The teacher on the same validation split, for comparison.
-    let (teacher, _, _) = load_detector(&teacher, &Device::flex())?;
+    let (teacher, _, _) = load_model(&teacher, &Device::flex())?;
     let paths = experiment.split_paths();
     let val = EvalSplit::load(&paths.val_json, &paths.val_images, &experiment, 8)?;
     let teacher_ap = val.evaluate(&teacher, None, false)?.eval_file().stats.ap;

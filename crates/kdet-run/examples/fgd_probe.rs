@@ -25,8 +25,9 @@ use anyhow::{Context, Result};
 use burn::tensor::Device;
 use kdet_distill::losses::KdTargets;
 use kdet_distill::losses::fgd::{fgd_masks, spatial_attention};
+use kdet_models::ModelFamily;
 use kdet_run::data::{load_train_split, prepare_data, train_loader};
-use kdet_run::models::load_detector;
+use kdet_run::models::load_model;
 use kdet_run::{Experiment, shipped};
 
 fn main() -> Result<()> {
@@ -49,7 +50,7 @@ fn main() -> Result<()> {
     let loader = train_loader(&experiment, train)?;
     let device = Device::flex();
     let teacher_path = shipped::teacher(Path::new("runs/fgd_probe/shipped-teacher"))?;
-    let (teacher, _, _) = load_detector(&teacher_path, &device)?;
+    let (teacher, _, _) = load_model(&teacher_path, &device)?;
 
     // Per level: sums over images of each statistic, per temperature.
     let mut stats: Vec<Vec<[f64; 5]>> = Vec::new();

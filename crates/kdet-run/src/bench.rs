@@ -22,13 +22,13 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::Device;
 use kdet_data::DetectionBatch;
-use kdet_models::Detector;
+use kdet_models::{Model, ModelFamily};
 use kdet_structures::{ImageBatch, ImageSize};
 use kdet_train::Trainer;
 
 use crate::data::{ensure_synth, load_train_split, train_loader};
 use crate::experiment::Experiment;
-use crate::models::{TrainableDetector, distiller_of, load_teacher, student_model};
+use crate::models::{TrainableModel, distiller_of, load_teacher, student_model};
 
 /// How much to time.
 #[derive(Debug, Clone, Copy)]
@@ -118,7 +118,7 @@ pub fn train_bench(
 
     let plain = device.clone().inner();
     device.seed(experiment.train.seed);
-    let teacher: Detector = load_teacher(teacher_config, experiment, &plain)?;
+    let teacher: Model = load_teacher(teacher_config, experiment, &plain)?;
     let student = student_model(experiment, device, true)?;
     device.seed(experiment.train.seed);
     let distilled = student_model(experiment, device, true)?;
@@ -172,7 +172,7 @@ pub fn train_bench(
     let mut student_trainer = Trainer::new(
         experiment.train.clone(),
         scratch.0.join("student"),
-        TrainableDetector(student),
+        TrainableModel(student),
         train_loader(experiment, train.clone())?,
         device,
     )

@@ -100,6 +100,29 @@ pub fn load_train_split(paths: &SplitPaths) -> Result<CocoDataset> {
     Ok(train)
 }
 
+/// A model that predicts masks learns them from the data: every training image with
+/// objects must carry their segmentations. An error names the file and the first image
+/// without, never a silent empty mask.
+pub fn check_masks(train: &CocoDataset) -> Result<()> {
+    let missing = train
+        .records()
+        .iter()
+        .filter(|r| !r.instances.is_empty() && r.instances.masks().is_none())
+        .collect::<Vec<_>>();
+    if let Some(first) = missing.first() {
+        bail!(
+            "{}: the model predicts masks, but {} of {} training images have annotations without `segmentation` (first: image id {}, `{}`, annotation ids {:?})",
+            train.json_path().display(),
+            missing.len(),
+            train.len(),
+            first.image_id,
+            first.file_name,
+            first.annotation_ids
+        );
+    }
+    Ok(())
+}
+
 /// The experiment's training loader over `train`: its train transforms, batch size,
 /// workers and shuffling (seeded with `train.seed`).
 pub fn train_loader(

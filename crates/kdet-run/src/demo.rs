@@ -27,7 +27,7 @@ use crate::document::{ConfigFile, Override};
 use crate::evaluate::EvalSplit;
 use crate::experiment::{DataSource, Experiment, TeacherConfig};
 use crate::files::{CocoStats, DemoSummary, EVAL_FILE, EvalFile, SUMMARY_FILE, SummaryRow};
-use crate::models::load_detector;
+use crate::models::load_model;
 use crate::run::stage;
 use crate::timing::{median, random_batch, time_inference};
 
@@ -169,7 +169,7 @@ pub fn run_demo(options: &DemoOptions, device: &Device) -> Result<DemoResult> {
     // teacher's stored one names the folders of the machine it was trained on.
     let data = students[0].3.clone();
     let plain = device.clone().inner();
-    let (teacher, _, ckpt) = load_detector(&teacher_ckpt, &plain)?;
+    let (teacher, _, ckpt) = load_model(&teacher_ckpt, &plain)?;
     let teacher_eval_path = teacher_run.join(EVAL_FILE);
     let teacher_eval = if teacher_eval_path.is_file() {
         EvalFile::read(&teacher_eval_path)?
@@ -210,7 +210,7 @@ pub fn run_demo(options: &DemoOptions, device: &Device) -> Result<DemoResult> {
         let model = if label == "teacher" {
             teacher.clone()
         } else {
-            load_detector(&run, &plain)?.0
+            load_model(&run, &plain)?.0
         };
         let mut timings = time_inference(&model, &batch, 3, iters)?;
         rows.push(DemoRow {

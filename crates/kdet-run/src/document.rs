@@ -28,6 +28,9 @@
 //!    mmdetection config, and the test settings' defaults. The head's input channels and
 //!    level strides are the neck's outputs' (`DetectorConfig::new`'s rule), unless the
 //!    file sets them.
+//!    `model.family` chooses the model family (`dense`, the default; `detr`;
+//!    `mask2former`): a query family's defaults are its official COCO config
+//!    (`DetrConfig::r50`, `Mask2FormerConfig::r50`, 80 classes), merged the same way.
 //! 4. **Unknown keys** are errors naming their dotted path (`model.neck.out_chanels`,
 //!    `distill.losses[0].wieght`), also where a serde type would ignore them (burn
 //!    `Config`s do): the document is compared with the parsed experiment serialised again.
@@ -49,7 +52,8 @@ use kdet_models::heads::inference::TestConfig;
 use kdet_models::heads::retina::RetinaHeadConfig;
 use kdet_models::neck::FpnConfig;
 use kdet_models::output::FeatureSpec;
-use kdet_models::{DetectorConfig, HeadConfig};
+use kdet_models::query::{DetrConfig, Mask2FormerConfig};
+use kdet_models::{DetectorConfig, HeadConfig, ModelConfig};
 use serde_json::{Map, Value};
 
 use crate::experiment::is_weights_file;
@@ -364,6 +368,36 @@ pub fn fill_defaults(doc: &mut Map<String, Value>) -> Result<()> {
     let Some(Value::Object(model)) = doc.get_mut("model") else {
         return Ok(());
     };
+    let family = match model.get("family") {
+        None => "dense".to_string(),
+        Some(Value::String(f)) => f.clone(),
+        Some(other) => bail!(
+            "`model.family` must be a string ({}), got {other}",
+            ModelConfig::FAMILIES.join(", ")
+        ),
+    };
+    let query_defaults = match family.as_str() {
+        "dense" => None,
+        // The official COCO configs (80 classes, ResNet-50); a file changes what differs.
+        "detr" => Some(serde_json::to_value(ModelConfig::Detr(DetrConfig::r50(80)))),
+        "mask2former" => Some(serde_json::to_value(ModelConfig::Mask2Former(
+            Mask2FormerConfig::r50(80),
+        ))),
+        other => bail!(
+            "unknown `model.family = \"{other}\"` (known: {})",
+            ModelConfig::FAMILIES.join(", ")
+        ),
+    };
+    if let Some(defaults) = query_defaults {
+        let Value::Object(mut defaults) = defaults.context("serialising a default model config")?
+        else {
+            bail!("a model config serialises to a table");
+        };
+        merge(&mut defaults, std::mem::take(model), "model");
+        *model = defaults;
+        return Ok(());
+    }
+    model.insert("family".into(), Value::String(family));
     let type_of = |key: &str| {
         model
             .get(key)

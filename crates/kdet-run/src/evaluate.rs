@@ -1,6 +1,7 @@
-//! Evaluating a detector on a labelled split: predict every image (or the first N) with
-//! the experiment's test transforms and score the predictions by COCO box AP (hotcoco,
-//! pycocotools-exact).
+//! Evaluating a model on a labelled split: predict every image (or the first N) with the
+//! experiment's test transforms and score the predictions by COCO box AP, and by mask AP
+//! too for a model that predicts masks (hotcoco, pycocotools-exact; a detection's area
+//! from its mask, as detectron2).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,8 +15,8 @@ use kdet_data::{
     Pipeline, Sample,
 };
 use kdet_eval::EvalReport;
-use kdet_eval::coco::{self, CocoEvalConfig, CocoEvaluator};
-use kdet_models::Detector;
+use kdet_eval::coco::{self, CocoEvalConfig, CocoEvaluator, SegmArea};
+use kdet_models::Model;
 use kdet_structures::Instances;
 
 use crate::experiment::Experiment;
@@ -64,7 +65,10 @@ pub struct EvalSplit {
 
 /// Predictions of an evaluation and their report.
 pub struct Evaluated {
+    /// Box AP.
     pub report: EvalReport,
+    /// Mask AP, for a model that predicts masks.
+    pub segm: Option<EvalReport>,
     /// `(image_id, detections)` in original-image pixels, when asked for.
     pub predictions: Vec<(u64, Instances)>,
 }
@@ -115,7 +119,8 @@ impl EvalSplit {
         let (model, data) = (experiment.model.num_classes(), self.labels.len());
         if model != data {
             bail!(
-                "the model predicts {model} classes (`model.head.num_classes`) but {} has {data} categories",
+                "the model predicts {model} classes (`{}`) but {} has {data} categories",
+                experiment.model.num_classes_key(),
                 self.dataset.json_path().display()
             );
         }
@@ -127,7 +132,7 @@ impl EvalSplit {
     /// scores them; the images are loaded onto the model's device.
     pub fn evaluate(
         &self,
-        model: &Detector,
+        model: &Model,
         max_images: Option<usize>,
         keep_predictions: bool,
     ) -> Result<Evaluated> {
@@ -151,6 +156,14 @@ impl EvalSplit {
         .context("starting the evaluation loader")?;
         let mut evaluator =
             CocoEvaluator::new(self.gt.clone(), self.labels.clone(), CocoEvalConfig::bbox())?;
+        let mut masks = match model.predicts_masks() {
+            true => Some(CocoEvaluator::new(
+                self.gt.clone(),
+                self.labels.clone(),
+                CocoEvalConfig::segm(SegmArea::Mask),
+            )?),
+            false => None,
+        };
         let mut kept = Vec::new();
         let device = burn::module::Module::devices(model)
             .into_iter()
@@ -164,13 +177,21 @@ impl EvalSplit {
             evaluator
                 .update(&predictions)
                 .context("matching predictions to the ground truth")?;
+            if let Some(m) = &mut masks {
+                m.update(&predictions)
+                    .context("matching predicted masks to the ground truth")?;
+            }
             if keep_predictions {
                 kept.extend(predictions);
             }
         }
         let report = evaluator.finish().context("accumulating the evaluation")?;
+        let segm = masks
+            .map(|m| m.finish().context("accumulating the mask evaluation"))
+            .transpose()?;
         Ok(Evaluated {
             report,
+            segm,
             predictions: kept,
         })
     }
@@ -191,8 +212,14 @@ impl Evaluated {
         file.write(&run_dir.join(EVAL_FILE))
     }
 
-    /// The evaluation file of this report (COCO box AP), inputs unset.
+    /// The evaluation file of this report (COCO box AP, and mask AP where evaluated),
+    /// inputs unset.
     pub fn eval_file(&self) -> EvalFile {
-        EvalFile::new(EvalSettings::coco_bbox(), self.report.clone())
+        let mut file = EvalFile::new(EvalSettings::coco_bbox(), self.report.clone());
+        file.segm = self
+            .segm
+            .as_ref()
+            .map(|r| Box::new(EvalFile::new(EvalSettings::coco_segm(), r.clone())));
+        file
     }
 }

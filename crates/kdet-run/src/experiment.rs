@@ -61,7 +61,7 @@ use kdet_distill::recipe::RecipeConfig;
 use kdet_models::backbone::{Backbone, BackboneConfig};
 use kdet_models::weights::sources::Target;
 use kdet_models::weights::{ImportOptions, ImportReport, WeightSource, load_backbone_file};
-use kdet_models::{Detector, DetectorConfig};
+use kdet_models::{Model, ModelConfig};
 use kdet_train::TrainConfig;
 use serde::{Deserialize, Serialize};
 
@@ -83,7 +83,7 @@ pub struct Experiment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher: Option<TeacherConfig>,
     pub data: DataConfig,
-    pub model: DetectorConfig,
+    pub model: ModelConfig,
     /// Default: the mmdetection 1x schedule (`TrainConfig::default()`).
     #[serde(default)]
     pub train: TrainConfig,
@@ -454,19 +454,23 @@ impl Experiment {
         &self,
         device: &Device,
         load_pretrained: bool,
-    ) -> Result<(Detector, Option<ImportReport>)> {
-        let mut model = self.model.init(device);
+    ) -> Result<(Model, Option<ImportReport>)> {
+        let model = self.model.init(device);
         let Some(path) = self.pretrained.as_ref().filter(|_| load_pretrained) else {
             return Ok((model, None));
         };
-        let source = self.pretrained_source.unwrap_or(match &model.backbone {
+        let source = self.pretrained_source.unwrap_or(match model.backbone() {
             Backbone::ResNet(_) => WeightSource::TorchvisionResnet,
             Backbone::MobileNetV2(_) => WeightSource::TorchvisionMobilenetV2,
         });
-        let (backbone, report) =
-            load_backbone_file(model.backbone, path, source, &ImportOptions::strict())
-                .with_context(|| format!("`pretrained = \"{}\"` ({source})", path.display()))?;
-        model.backbone = backbone;
+        let (backbone, report) = load_backbone_file(
+            model.backbone().clone(),
+            path,
+            source,
+            &ImportOptions::strict(),
+        )
+        .with_context(|| format!("`pretrained = \"{}\"` ({source})", path.display()))?;
+        let model = model.with_backbone(backbone);
         Ok((model, Some(report)))
     }
 
@@ -486,7 +490,7 @@ impl Experiment {
             if self.pretrained.is_none() {
                 bail!("`pretrained_source = \"{source}\"` needs `pretrained = \"PATH\"`");
             }
-            let fits = match (source.target(), &self.model.backbone) {
+            let fits = match (source.target(), self.model.backbone()) {
                 (Target::Any, _)
                 | (Target::MobileNetV2, BackboneConfig::MobileNetV2(_))
                 | (Target::ResNet, BackboneConfig::ResNet(_) | BackboneConfig::SmallResNet(_)) => {
@@ -527,7 +531,8 @@ impl Experiment {
                 }
                 if self.model.num_classes() != CLASS_NAMES.len() {
                     bail!(
-                        "`model.head.num_classes` is {} but the built-in data has {} classes",
+                        "`{}` is {} but the built-in data has {} classes",
+                        self.model.num_classes_key(),
                         self.model.num_classes(),
                         CLASS_NAMES.len()
                     );
@@ -644,9 +649,9 @@ pub fn is_weights_file(path: &Path) -> bool {
 }
 
 /// The `[model]` table of a TOML file (its `extends` chain merged, defaults filled), as a
-/// checked [`DetectorConfig`]: unknown keys are errors, as in an experiment. The file's
+/// checked [`ModelConfig`]: unknown keys are errors, as in an experiment. The file's
 /// other tables are not read.
-pub fn load_model_config(path: &Path) -> Result<DetectorConfig> {
+pub fn load_model_config(path: &Path) -> Result<ModelConfig> {
     let file = ConfigFile::find(path)?;
     let mut document = document::load(&file, &[])?;
     let Some(serde_json::Value::Object(model)) = document.remove("model") else {
@@ -656,7 +661,7 @@ pub fn load_model_config(path: &Path) -> Result<DetectorConfig> {
     only.insert("model".into(), serde_json::Value::Object(model));
     document::fill_defaults(&mut only)?;
     let model = only.remove("model").unwrap_or_default();
-    let config: DetectorConfig = serde_json::from_value(model.clone())
+    let config: ModelConfig = serde_json::from_value(model.clone())
         .with_context(|| format!("{file}: invalid `[model]`"))?;
     let canonical = serde_json::to_value(&config)
         .context("re-serialising the model (to check for unknown keys)")?;

@@ -164,6 +164,15 @@ impl EvalSettings {
             segm_area: None,
         }
     }
+
+    /// COCO mask AP, a detection's area from its mask (detectron2).
+    pub fn coco_segm() -> Self {
+        EvalSettings {
+            protocol: "coco".into(),
+            iou_type: "segm".into(),
+            segm_area: Some(SegmArea::Mask),
+        }
+    }
 }
 
 /// `eval.json` (and `kdet eval --out`): what was evaluated, how, the 12 stats and the
@@ -197,6 +206,10 @@ pub struct EvalFile {
     pub settings: EvalSettings,
     pub stats: CocoStats,
     pub report: EvalReport,
+    /// Mask AP beside the box AP above, for a model that predicts masks (its settings,
+    /// stats and report; inputs as above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segm: Option<Box<EvalFile>>,
 }
 
 impl EvalFile {
@@ -212,6 +225,7 @@ impl EvalFile {
             predictions: None,
             params: None,
             settings,
+            segm: None,
             stats: CocoStats::from(&report.stats),
             report,
         }

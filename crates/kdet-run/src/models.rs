@@ -1,6 +1,6 @@
 //! Building the models of an experiment: the student (with its `pretrained` backbone),
 //! the teacher (a checkpoint or a weights file, on a plain device), the distiller, and the
-//! detector stored in a checkpoint. The only module that calls `kdet_distill`'s
+//! model stored in a checkpoint. The only module that calls `kdet_distill`'s
 //! `Distiller`.
 
 use std::path::Path;
@@ -12,22 +12,22 @@ use kdet_data::DetectionBatch;
 use kdet_distill::Distiller;
 use kdet_distill::distiller::DistilledStudent;
 use kdet_distill::recipe::RecipeConfig;
-use kdet_models::weights::{ImportOptions, load_detector_file};
-use kdet_models::{Detector, LossDict};
+use kdet_models::weights::{ImportOptions, load_model_file};
+use kdet_models::{LossDict, Model};
 use kdet_structures::ImageSize;
 use kdet_train::{Checkpoint, TrainStep, last_checkpoint_path};
 
 use crate::experiment::{Experiment, TeacherConfig, TeacherWeights, load_model_config};
 
-/// A [`Detector`] as the training loop sees it. `Module` is delegated field-less, so its
-/// records (checkpoints) have exactly the detector's parameter paths and load into a plain
-/// `Detector`.
+/// A [`Model`] as the training loop sees it. `Module` is delegated field-less, so its
+/// records (checkpoints) have exactly the model's parameter paths and load into a plain
+/// `Model`.
 ///
-/// (The wrapper exists because `TrainStep` and `Detector` live in other crates.)
+/// (The wrapper exists because `TrainStep` and `Model` live in other crates.)
 #[derive(Debug, Clone)]
-pub struct TrainableDetector(pub Detector);
+pub struct TrainableModel(pub Model);
 
-impl Module for TrainableDetector {
+impl Module for TrainableModel {
     fn collect_devices(&self, devices: Devices) -> Devices {
         self.0.collect_devices(devices)
     }
@@ -54,28 +54,28 @@ impl Module for TrainableDetector {
     }
 }
 
-impl TrainStep for TrainableDetector {
-    /// Forward, ATSS assignment and the head's task losses.
+impl TrainStep for TrainableModel {
+    /// Forward, the family's assignment and its task losses.
     fn losses(&self, batch: &DetectionBatch, _step: u64) -> LossDict {
         let (_, _, losses) = self.0.forward_loss(&batch.images, &batch.targets);
         losses
     }
 }
 
-/// What the run loop needs of a trained model besides [`TrainStep`]: the detector that is
+/// What the run loop needs of a trained model besides [`TrainStep`]: the model that is
 /// evaluated and exported (the model itself, or a distiller's student).
 pub trait RunModel: TrainStep {
-    fn detector(&self) -> &Detector;
+    fn model(&self) -> &Model;
 }
 
-impl RunModel for TrainableDetector {
-    fn detector(&self) -> &Detector {
+impl RunModel for TrainableModel {
+    fn model(&self) -> &Model {
         &self.0
     }
 }
 
 impl RunModel for Distiller {
-    fn detector(&self) -> &Detector {
+    fn model(&self) -> &Model {
         &self.student
     }
 }
@@ -96,7 +96,7 @@ pub fn weights_crc32<M: Module>(model: &M) -> u32 {
 
 /// The model a run trains, with its `pretrained` backbone weights on a new run (a resumed
 /// run reads every weight from its checkpoint).
-pub fn student_model(e: &Experiment, device: &Device, load_pretrained: bool) -> Result<Detector> {
+pub fn student_model(e: &Experiment, device: &Device, load_pretrained: bool) -> Result<Model> {
     let (model, report) = e.init_model(device, load_pretrained)?;
     if let Some(report) = report {
         println!("pretrained backbone: {report}");
@@ -121,8 +121,8 @@ pub fn distiller(e: &Experiment, device: &Device, load_pretrained: bool) -> Resu
 /// A distiller of `student` and `teacher` with the recipe, checked before the first step;
 /// reports what `inherit` could not copy.
 pub fn distiller_of(
-    student: Detector,
-    teacher: Detector,
+    student: Model,
+    teacher: Model,
     recipe: &RecipeConfig,
     e: &Experiment,
 ) -> Result<Distiller> {
@@ -147,7 +147,7 @@ pub fn load_teacher(
     teacher: &TeacherConfig,
     student: &Experiment,
     device: &Device,
-) -> Result<Detector> {
+) -> Result<Model> {
     teacher.validate()?;
     let path = match teacher {
         TeacherConfig::Weights(w) => return load_weights_teacher(w, student, device),
@@ -164,7 +164,7 @@ pub fn load_teacher(
     }
     if config.model.num_classes() != student.model.num_classes() {
         bail!(
-            "`teacher`: {} detects {} classes, the student {}",
+            "`teacher`: {} predicts {} classes, the student {}",
             path.display(),
             config.model.num_classes(),
             student.model.num_classes()
@@ -180,7 +180,7 @@ fn load_weights_teacher(
     w: &TeacherWeights,
     student: &Experiment,
     device: &Device,
-) -> Result<Detector> {
+) -> Result<Model> {
     let named = format!(
         "`teacher.weights` (`path = \"{}\"`, `source = \"{}\"`, `model = \"{}\"`)",
         w.path.display(),
@@ -191,12 +191,12 @@ fn load_weights_teacher(
         .with_context(|| format!("{named}: the teacher's architecture"))?;
     if config.num_classes() != student.model.num_classes() {
         bail!(
-            "{named}: the teacher detects {} classes, the student {}",
+            "{named}: the teacher predicts {} classes, the student {}",
             config.num_classes(),
             student.model.num_classes()
         );
     }
-    let (teacher, report) = load_detector_file(
+    let (teacher, report) = load_model_file(
         config.init(device),
         &w.path,
         w.source,
@@ -245,13 +245,9 @@ pub fn read_checkpoint(checkpoint: &Path) -> Result<(Checkpoint, Experiment)> {
     Ok((ckpt, experiment))
 }
 
-/// The detector of a checkpoint on `device`: the trained model of a `kdet train` run, the
+/// The model of a checkpoint on `device`: the trained model of a `kdet train` run, the
 /// student (without its distillation modules) of a `kdet distill` run.
-pub fn detector_of(
-    ckpt: &Checkpoint,
-    experiment: &Experiment,
-    device: &Device,
-) -> Result<Detector> {
+pub fn model_of(ckpt: &Checkpoint, experiment: &Experiment, device: &Device) -> Result<Model> {
     let student = experiment.model.init(device);
     if experiment.distill.is_some() {
         ckpt.load_submodel(DistilledStudent { student })
@@ -262,12 +258,9 @@ pub fn detector_of(
     .context("loading the checkpoint's weights")
 }
 
-/// The detector of a checkpoint file or run directory on `device`, with its experiment.
-pub fn load_detector(
-    checkpoint: &Path,
-    device: &Device,
-) -> Result<(Detector, Experiment, Checkpoint)> {
+/// The model of a checkpoint file or run directory on `device`, with its experiment.
+pub fn load_model(checkpoint: &Path, device: &Device) -> Result<(Model, Experiment, Checkpoint)> {
     let (ckpt, experiment) = read_checkpoint(checkpoint)?;
-    let model = detector_of(&ckpt, &experiment, device)?;
+    let model = model_of(&ckpt, &experiment, device)?;
     Ok((model, experiment, ckpt))
 }

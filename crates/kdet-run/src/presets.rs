@@ -9,10 +9,12 @@ use kdet_models::backbone::{BackboneConfig, BackboneNorm, ResNetConfig, SmallRes
 use kdet_models::heads::gfl::GflHeadConfig;
 use kdet_models::heads::inference::TestConfig;
 use kdet_models::neck::FpnConfig;
-use kdet_models::{DetectorConfig, HeadConfig};
+use kdet_models::query::Mask2FormerConfig;
+use kdet_models::query::mask2former::{MsDeformAttnEncoderConfig, PixelDecoderConfig};
+use kdet_models::{DetectorConfig, HeadConfig, ModelConfig};
 use kdet_train::{
-    AdamWConfig, CheckpointConfig, DecayConfig, Duration, OptimizerConfig, ScheduleConfig,
-    TrainConfig, WarmupConfig,
+    AdamWConfig, CheckpointConfig, DecayConfig, Duration, GradClipConfig, OptimizerConfig,
+    ScheduleConfig, TrainConfig, WarmupConfig,
 };
 
 use crate::experiment::{
@@ -25,6 +27,8 @@ pub const PRESET_NAMES: &[&str] = &[
     "gfl_synth_teacher",
     "gfl_synth_student",
     "gfl_synth_student_narrow",
+    "m2f_synth_teacher",
+    "m2f_synth_student",
 ];
 
 /// The named preset, resolved; the error lists the names.
@@ -56,6 +60,8 @@ pub fn preset(name: &str) -> Option<Experiment> {
             SmallResNetConfig::student_128(),
             SYNTH_NECK_CHANNELS / 2,
         )),
+        "m2f_synth_teacher" => Some(mask_experiment(mask2former_teacher())),
+        "m2f_synth_student" => Some(mask_experiment(mask2former_student())),
         _ => None,
     }
 }
@@ -92,7 +98,8 @@ fn gfl_r50_fpn_1x_coco() -> Experiment {
             neck: FpnConfig::gfl(),
             head: HeadConfig::Gfl(GflHeadConfig::coco(80)),
             test: TestConfig::new(),
-        },
+        }
+        .into(),
         // mmdet 1x: SGD 0.01 (batch 16), momentum 0.9, wd 1e-4, no grad clip, warm-up
         // 500 iterations from 0.001, steps at epochs 8 and 11 of 12.
         train: TrainConfig::default(),
@@ -150,7 +157,7 @@ fn synth_experiment(backbone: SmallResNetConfig, channels: usize) -> Experiment 
                 ..LoaderSettings::default()
             },
         },
-        model: synth_detector(backbone, channels),
+        model: synth_detector(backbone, channels).into(),
         train: TrainConfig {
             optimizer: OptimizerConfig::AdamW(AdamWConfig {
                 lr: 1e-3,
@@ -182,6 +189,59 @@ fn synth_experiment(backbone: SmallResNetConfig, channels: usize) -> Experiment 
             max_images: Some(100),
         },
     }
+}
+
+/// The mask pair's teacher (reasons in `configs/m2f_synth_teacher.toml`): the student
+/// preset widened to 96 with 6 decoder layers and a 3-layer encoder, on the GFL teacher's
+/// backbone.
+fn mask2former_teacher() -> Mask2FormerConfig {
+    let backbone = SmallResNetConfig::teacher_128().with_out_indices(vec![0, 1, 2, 3]);
+    let mut config = Mask2FormerConfig::lite_128(CLASS_NAMES.len());
+    config.backbone = BackboneConfig::SmallResNet(backbone);
+    config
+        .with_conv_dim(96)
+        .with_mask_dim(96)
+        .with_hidden_dim(96)
+        .with_dim_feedforward(384)
+        .with_num_decoder_layers(6)
+        .with_pixel_decoder(PixelDecoderConfig::MsDeformAttn(
+            MsDeformAttnEncoderConfig::new()
+                .with_num_layers(3)
+                .with_n_heads(4)
+                .with_dim_feedforward(384),
+        ))
+}
+
+/// The mask pair's student: `Mask2FormerConfig::lite_128` (`configs/m2f_synth_student.toml`).
+fn mask2former_student() -> Mask2FormerConfig {
+    Mask2FormerConfig::lite_128(CLASS_NAMES.len())
+}
+
+/// The mask pair's experiment around `model`: the built-in data with objects 2.5x larger,
+/// AdamW 3e-4 with the official gradient clipping, 8 epochs (reasons in
+/// `configs/m2f_synth_teacher.toml`).
+fn mask_experiment(model: Mask2FormerConfig) -> Experiment {
+    let mut e = synth_experiment(SmallResNetConfig::student_128(), SYNTH_NECK_CHANNELS);
+    if let DataSource::Synth(s) = &mut e.data.source {
+        s.root = PathBuf::from("data/synth-large");
+        s.object_scale = 2.5;
+    }
+    e.model = ModelConfig::Mask2Former(model);
+    e.train.optimizer = OptimizerConfig::AdamW(AdamWConfig {
+        lr: 3e-4,
+        weight_decay: 0.05,
+        ..AdamWConfig::default()
+    });
+    e.train.grad_clip = Some(GradClipConfig {
+        max_norm: 0.01,
+        norm_type: 2.0,
+    });
+    e.train.schedule.total = Duration::Epochs(8);
+    e.train.schedule.decay = DecayConfig::Step {
+        milestones: vec![Duration::Epochs(6), Duration::Epochs(7)],
+        gamma: 0.1,
+    };
+    e
 }
 
 #[cfg(test)]

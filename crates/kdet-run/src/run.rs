@@ -18,14 +18,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::Device;
-use kdet_eval::EvalReport;
 use kdet_train::{EvalSummary, RunSummary, Trainer, read_experiment};
 
-use crate::data::{load_train_split, prepare_data, train_loader};
+use crate::data::{check_masks, load_train_split, prepare_data, train_loader};
 use crate::evaluate::{EvalSplit, Evaluated};
 use crate::experiment::Experiment;
 use crate::files::{CONFIG_FILE, EVAL_FILE, EvalFile, PREDICTIONS_FILE, read_stored_experiment};
-use crate::models::{RunModel, TrainableDetector, distiller, student_model, weights_crc32};
+use crate::models::{RunModel, TrainableModel, distiller, student_model, weights_crc32};
 
 /// How to run.
 #[derive(Debug, Clone, Copy, Default)]
@@ -88,15 +87,22 @@ pub fn stored_experiment(run_dir: &Path) -> Result<Experiment> {
 }
 
 /// Named metrics for the training log.
-fn eval_summary(report: &EvalReport) -> EvalSummary {
-    ["AP", "AP50", "AP75", "APs", "APm", "APl"]
-        .iter()
-        .fold(EvalSummary::new(), |s, name| {
-            s.with(
-                format!("bbox_{name}"),
+fn eval_summary(evaluated: &Evaluated) -> EvalSummary {
+    let reports = [
+        ("bbox", Some(&evaluated.report)),
+        ("segm", evaluated.segm.as_ref()),
+    ];
+    let mut summary = EvalSummary::new();
+    for (kind, report) in reports {
+        let Some(report) = report else { continue };
+        for name in ["AP", "AP50", "AP75", "APs", "APm", "APl"] {
+            summary = summary.with(
+                format!("{kind}_{name}"),
                 report.stats.get(name).unwrap_or(f64::NAN),
-            )
-        })
+            );
+        }
+    }
+    summary
 }
 
 /// Trains (or, with a `[distill]` recipe, distils) `experiment` into `run_dir` on
@@ -114,11 +120,7 @@ pub fn train(
         })
     } else {
         run_loop(experiment, run_dir, device, options, |e, device| {
-            Ok(TrainableDetector(student_model(
-                e,
-                device,
-                load_pretrained,
-            )?))
+            Ok(TrainableModel(student_model(e, device, load_pretrained)?))
         })
     }
 }
@@ -133,6 +135,9 @@ fn run_loop<M: RunModel>(
     let command = command_of(&experiment);
     let paths = prepare_data(&experiment)?;
     let train = load_train_split(&paths)?;
+    if experiment.model.predicts_masks() {
+        check_masks(&train)?;
+    }
     let val = EvalSplit::load(
         &paths.val_json,
         &paths.val_images,
@@ -149,7 +154,8 @@ fn run_loop<M: RunModel>(
     }
     if experiment.model.num_classes() != train.labels().len() {
         bail!(
-            "`model.head.num_classes` is {} but {} has {} categories",
+            "`{}` is {} but {} has {} categories",
+            experiment.model.num_classes_key(),
             experiment.model.num_classes(),
             paths.train_json.display(),
             train.labels().len()
@@ -200,8 +206,8 @@ fn run_loop<M: RunModel>(
         .run_with_eval(|model, ctx| {
             let last = ctx.step == total;
             let limit = if last { None } else { periodic_images };
-            let evaluated = val.evaluate(model.detector(), limit, last)?;
-            let summary = eval_summary(&evaluated.report);
+            let evaluated = val.evaluate(model.model(), limit, last)?;
+            let summary = eval_summary(&evaluated);
             if last {
                 final_eval = Some(evaluated);
             }
@@ -221,7 +227,7 @@ fn run_loop<M: RunModel>(
             finished: None,
         });
     }
-    let valid = trainer.model().detector().valid();
+    let valid = trainer.model().model().valid();
     let evaluated = match final_eval {
         Some(e) => e,
         None => val.evaluate(&valid, None, true)?,
@@ -240,6 +246,9 @@ fn run_loop<M: RunModel>(
         run_dir.join(PREDICTIONS_FILE).display()
     );
     print!("{}", evaluated.report);
+    if let Some(segm) = &evaluated.segm {
+        print!("{segm}");
+    }
     println!("weights crc32 {crc:08x}");
     Ok(RunOutcome {
         summary,

@@ -1,12 +1,12 @@
-//! Inference timing of a detector (`kdet bench infer`, the demo's ms/image column): the
-//! network forward alone and forward + post-processing (decode, top-k, NMS), per image,
+//! Inference timing of a model (`kdet bench infer`, the demo's ms/image column): the
+//! network forward alone and forward + post-processing (decode, top-k, NMS; masks for a mask model), per image,
 //! on a fixed random batch.
 
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::tensor::{Device, Distribution, Tensor};
-use kdet_models::Detector;
+use kdet_models::{Model, ModelFamily};
 use kdet_structures::{ImageBatch, ImageSize};
 
 /// Per-image milliseconds of each timed batch.
@@ -15,9 +15,10 @@ pub struct Timings {
     pub forward: Vec<f64>,
     /// Forward + post-processing, as `kdet eval` runs them.
     pub total: Vec<f64>,
-    pub backbone: Vec<f64>,
-    pub neck: Vec<f64>,
-    pub head: Vec<f64>,
+    /// The forward part by part, in order: a dense detector's `backbone`, `neck`, `head`;
+    /// a query model's `backbone` and `rest` (pixel decoder or encoder, decoder, heads:
+    /// the forward minus the backbone, timed again).
+    pub parts: Vec<(&'static str, Vec<f64>)>,
     /// Detections summed over the timed batches.
     pub detections: usize,
 }
@@ -25,7 +26,7 @@ pub struct Timings {
 /// Runs `model` on `batch` `warmup + iters` times and times the last `iters`: the whole
 /// pipeline, then the forward again part by part (each synchronised).
 pub fn time_inference(
-    model: &Detector,
+    model: &Model,
     batch: &ImageBatch,
     warmup: usize,
     iters: usize,
@@ -33,37 +34,52 @@ pub fn time_inference(
     let device = batch.images().device();
     let n = batch.len() as f64;
     let per_image = |t: f64| t * 1e3 / n;
+    let sync = || device.sync().context("waiting for the device");
+    let names: &[&'static str] = match model {
+        Model::Dense(_) => &["backbone", "neck", "head"],
+        _ => &["backbone", "rest"],
+    };
     let mut t = Timings {
         forward: Vec::new(),
         total: Vec::new(),
-        backbone: Vec::new(),
-        neck: Vec::new(),
-        head: Vec::new(),
+        parts: names.iter().map(|&p| (p, Vec::new())).collect(),
         detections: 0,
     };
     for i in 0..warmup + iters {
         let t0 = Instant::now();
         let out = model.forward(batch);
-        device.sync().context("waiting for the device")?;
+        sync()?;
         let t1 = t0.elapsed().as_secs_f64();
         let dets = model.postprocess(&out, batch);
         let t2 = t0.elapsed().as_secs_f64();
         let t3 = Instant::now();
-        let features = model.backbone.forward(batch.images().clone());
-        device.sync().context("waiting for the device")?;
-        let t4 = t3.elapsed().as_secs_f64();
-        let levels = model.neck.forward(features);
-        device.sync().context("waiting for the device")?;
-        let t5 = t3.elapsed().as_secs_f64();
-        let _ = model.head.forward(&levels);
-        device.sync().context("waiting for the device")?;
-        let t6 = t3.elapsed().as_secs_f64();
+        let features = model.backbone().forward(batch.images().clone());
+        sync()?;
+        let backbone = t3.elapsed().as_secs_f64();
+        let parts = match model {
+            Model::Dense(d) => {
+                let levels = d.neck.forward(features);
+                sync()?;
+                let neck = t3.elapsed().as_secs_f64();
+                let _ = d.head.forward(&levels);
+                sync()?;
+                let head = t3.elapsed().as_secs_f64();
+                vec![backbone, neck - backbone, head - neck]
+            }
+            _ => {
+                let t4 = Instant::now();
+                let _ = model.forward(batch);
+                sync()?;
+                let whole = t4.elapsed().as_secs_f64();
+                vec![backbone, (whole - backbone).max(0.0)]
+            }
+        };
         if i >= warmup {
             t.forward.push(per_image(t1));
             t.total.push(per_image(t2));
-            t.backbone.push(per_image(t4));
-            t.neck.push(per_image(t5 - t4));
-            t.head.push(per_image(t6 - t5));
+            for ((_, times), part) in t.parts.iter_mut().zip(parts) {
+                times.push(per_image(part));
+            }
             t.detections += dets.iter().map(|d| d.len()).sum::<usize>();
         }
     }

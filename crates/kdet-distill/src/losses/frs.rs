@@ -188,6 +188,11 @@ impl KdMethod for FrsConfig {
         true
     }
 
+    /// FRS weights the features by the dense head's class scores.
+    fn needs_dense_head(&self) -> bool {
+        true
+    }
+
     /// Both taps `neck`, and the class-logit maps of the selected levels on equal grids.
     fn check(&self, wiring: &Wiring) -> Result<(), String> {
         if wiring.taps != Some((Tap::Neck, Tap::Neck)) {

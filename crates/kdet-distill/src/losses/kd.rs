@@ -189,7 +189,7 @@ impl KdMethod for LogitKdConfig {
     fn terms(&self, _modules: &NoModules, inputs: &KdInputs) -> Vec<KdTerm> {
         let students = inputs.student_tap(Tap::ClsLogits);
         let teachers = inputs.teacher_tap(Tap::ClsLogits);
-        let k = inputs.student_model.head.num_classes();
+        let k = inputs.dense_models().0.head.num_classes();
         KdTerm::single(dense_logit_kd(self, &students, &teachers, k))
     }
 }

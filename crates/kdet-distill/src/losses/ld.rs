@@ -372,7 +372,8 @@ impl KdMethod for LdConfig {
 
     /// GFL heads with equal `reg_max` on both sides; every head level.
     fn check(&self, wiring: &Wiring) -> Result<(), String> {
-        let (student, teacher) = (&wiring.student.head, &wiring.teacher.head);
+        let (student, teacher) = wiring.dense();
+        let (student, teacher) = (&student.head, &teacher.head);
         let (rs, rt) = (student.reg_max(), teacher.reg_max());
         if rs.is_none() || rt.is_none() {
             return Err(format!(
@@ -398,7 +399,7 @@ impl KdMethod for LdConfig {
 
     fn terms(&self, _modules: &NoModules, inputs: &KdInputs) -> Vec<KdTerm> {
         let vlr = vlr_weights(self, inputs.assignment.priors(), inputs.targets);
-        let head = &inputs.student_model.head;
+        let head = &inputs.dense_models().0.head;
         let reg_max = head.reg_max().expect("LD is planned for GFL heads");
         let terms = ld_loss(
             self,

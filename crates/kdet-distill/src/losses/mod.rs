@@ -24,6 +24,7 @@ pub mod frs;
 pub mod kd;
 pub mod ld;
 pub mod mgd;
+pub mod mqkd;
 pub mod pgd;
 pub mod pkd;
 #[cfg(test)]

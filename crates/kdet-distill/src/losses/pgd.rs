@@ -714,7 +714,7 @@ impl KdMethod for PgdConfig {
 
     fn terms(&self, _modules: &NoModules, inputs: &KdInputs) -> Vec<KdTerm> {
         let priors = inputs.assignment.priors();
-        let predictions = teacher_predictions(inputs.teacher_model, inputs.teacher, priors);
+        let predictions = teacher_predictions(inputs.dense_models().1, inputs.teacher, priors);
         let ignore: Vec<Vec<bool>> = inputs
             .assignment
             .images

@@ -46,9 +46,11 @@ use super::sources::{KeyMap, Target, WeightSource};
 use super::{ImportOptions, ImportReport, StateDict, WeightsError, import_with_constants};
 use crate::backbone::{BackboneConfig, BackboneNorm, ResNetConfig, resnet};
 use crate::detector::{DenseHead, Detector, DetectorConfig, HeadConfig};
+use crate::family::ModelFamily;
 use crate::heads::TestConfig;
 use crate::heads::fcos::FcosHeadConfig;
 use crate::heads::retina::RetinaHeadConfig;
+use crate::model::Model;
 use crate::neck::FpnConfig;
 
 /// Classes of torchvision's COCO detectors (`num_classes=91`: category ids 1-90, index 0
@@ -254,6 +256,49 @@ pub fn load_detector_file(
 ) -> Result<(Detector, ImportReport), WeightsError> {
     let state = StateDict::open(path)?;
     load_detector(detector, &state, source, options)
+}
+
+/// Loads a whole model of any family from a state dict: a dense detector through
+/// [`load_detector`] (every detector layout), a query model from the `kdet` layout only
+/// (what `kdet export` writes; no other layout of those families is mapped yet).
+pub fn load_model(
+    model: Model,
+    state: &StateDict,
+    source: WeightSource,
+    options: &ImportOptions,
+) -> Result<(Model, ImportReport), WeightsError> {
+    match model {
+        Model::Dense(d) => {
+            load_detector(d, state, source, options).map(|(d, r)| (Model::Dense(d), r))
+        }
+        model => {
+            if source != WeightSource::Kdet {
+                return Err(WeightsError::WrongTarget {
+                    source_name: source.name(),
+                    target: ModelFamily::family(&model),
+                });
+            }
+            import_with_constants(
+                model,
+                state,
+                source.name(),
+                |key| source.map_key(key),
+                &[],
+                options,
+            )
+        }
+    }
+}
+
+/// Opens `path` and loads it into `model` ([`StateDict::open`] + [`load_model`]).
+pub fn load_model_file(
+    model: Model,
+    path: impl AsRef<Path>,
+    source: WeightSource,
+    options: &ImportOptions,
+) -> Result<(Model, ImportReport), WeightsError> {
+    let state = StateDict::open(path)?;
+    load_model(model, &state, source, options)
 }
 
 /// Writes every tensor of `module` (BatchNorm running statistics included) to a

@@ -46,8 +46,9 @@ use burn_store::{
 };
 
 pub use detectors::{
-    TORCHVISION_COCO_CLASSES, load_detector, load_detector_file, save_detector_safetensors,
-    save_safetensors, torchvision_fcos_config, torchvision_retinanet_config,
+    TORCHVISION_COCO_CLASSES, load_detector, load_detector_file, load_model, load_model_file,
+    save_detector_safetensors, save_safetensors, torchvision_fcos_config,
+    torchvision_retinanet_config,
 };
 pub use mmdet::{
     MMDET_COCO_CLASSES, mmdet_atss_config, mmdet_fcos_config, mmdet_gfl_config,

@@ -55,7 +55,7 @@ fn overrides_change_keys_and_unknown_ones_are_named() {
     assert_eq!(e.distill.as_ref().unwrap().losses[0].weight, 0.5);
     assert_eq!(e.train.seed, 3);
     assert_eq!(e.synth().unwrap().root, PathBuf::from("x"));
-    assert_eq!(e.model.neck.out_channels, 32);
+    assert_eq!(e.model.dense().unwrap().neck.out_channels, 32);
     let bad: Override = "train.sed=3".parse().unwrap();
     let err = format!("{:#}", Experiment::load_file(&file, &[bad]).unwrap_err());
     assert!(
@@ -76,9 +76,9 @@ fn defaults_fill_every_section() {
         (1000, 250, 128)
     );
     assert_eq!(e.model.num_classes(), 8);
-    assert_eq!(e.model.neck.out_channels, 256);
-    assert_eq!(e.model.test.max_detections, 100);
-    let BackboneConfig::ResNet(r) = &e.model.backbone else {
+    assert_eq!(e.model.dense().unwrap().neck.out_channels, 256);
+    assert_eq!(e.model.dense().unwrap().test.max_detections, 100);
+    let BackboneConfig::ResNet(r) = e.model.backbone() else {
         panic!("a ResNet")
     };
     assert_eq!(r.out_indices, vec![1, 2, 3]);
@@ -88,11 +88,9 @@ fn defaults_fill_every_section() {
 /// `tests/fixtures/weights/tiny_resnet_basic.*` (scripts/weights/known_values.py).
 fn tiny_resnet_student(pretrained: &str) -> Experiment {
     let mut e = preset("gfl_synth_student").unwrap();
-    e.model.backbone = BackboneConfig::SmallResNet(kdet_models::backbone::SmallResNetConfig::new(
-        8,
-        [8, 16, 16, 24],
-        [2, 1, 1, 1],
-    ));
+    e.model.dense_mut().unwrap().backbone = BackboneConfig::SmallResNet(
+        kdet_models::backbone::SmallResNetConfig::new(8, [8, 16, 16, 24], [2, 1, 1, 1]),
+    );
     e.pretrained = Some(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../tests/fixtures/weights")
@@ -110,11 +108,11 @@ fn pretrained_weights_initialise_the_backbone() {
     assert_eq!(report.nested_under, Some("state_dict"));
     assert_eq!(
         report.loaded.len(),
-        kdet_models::backbone::tensor_paths(&model.backbone).len()
+        kdet_models::backbone::tensor_paths(model.backbone()).len()
     );
     // known_values.py: bn1.running_var is key 3 of the sorted list, value
     // 0.75 + 0.25 * u with u = ((0 * 2654435761 + 3 * 40503 + 12345) mod 2^32) / 2^31 - 1.
-    let Backbone::ResNet(r) = &model.backbone else {
+    let Backbone::ResNet(r) = model.backbone() else {
         panic!("a ResNet backbone")
     };
     let kdet_models::backbone::Norm::Batch(bn) = &r.bn1 else {
@@ -135,11 +133,9 @@ fn pretrained_weights_initialise_the_backbone() {
 #[test]
 fn pretrained_weights_of_another_shape_are_one_error() {
     let mut e = tiny_resnet_student("tiny_resnet_basic.safetensors");
-    e.model.backbone = BackboneConfig::SmallResNet(kdet_models::backbone::SmallResNetConfig::new(
-        8,
-        [8, 16, 16, 32],
-        [2, 1, 1, 1],
-    ));
+    e.model.dense_mut().unwrap().backbone = BackboneConfig::SmallResNet(
+        kdet_models::backbone::SmallResNetConfig::new(8, [8, 16, 16, 32], [2, 1, 1, 1]),
+    );
     let err = format!("{:#}", e.init_model(&Device::flex(), true).unwrap_err());
     assert!(
         err.contains("pretrained") && err.contains("layer4.0.conv1.weight"),
@@ -259,4 +255,38 @@ fn reserved_keys_unpaired_distill_keys_and_bad_sources_are_refused() {
         .unwrap_err()
     );
     assert!(err.contains("exclusive"), "{err}");
+}
+
+/// `model.family` picks the family: a query family starts from its official config, keys
+/// it does not have are named, an unknown family names the known ones, and a file without
+/// `family` is a dense detector.
+#[test]
+fn model_family_chooses_the_defaults_and_is_checked() {
+    let file = ConfigFile::Shipped("m2f_synth_student.toml");
+    let e = Experiment::load_file(&file, &[]).unwrap();
+    let ModelConfig::Mask2Former(m) = &e.model else {
+        panic!("m2f_synth_student is a Mask2Former: {:?}", e.model.family());
+    };
+    assert_eq!(
+        (m.hidden_dim, m.num_decoder_layers, m.num_queries),
+        (64, 3, 24)
+    );
+    // Not in the file: the official Mask2Former-R50 values.
+    assert_eq!(
+        (m.criterion.eos_coef, m.criterion.class_loss_weight),
+        (0.1, 2.0)
+    );
+    assert!(e.model.predicts_masks());
+    let bad: Override = "model.hiden_dim=3".parse().unwrap();
+    let err = format!("{:#}", Experiment::load_file(&file, &[bad]).unwrap_err());
+    assert!(err.contains("model.hiden_dim"), "{err}");
+    let bad: Override = "model.family=\"yolo\"".parse().unwrap();
+    let err = format!("{:#}", Experiment::load_file(&file, &[bad]).unwrap_err());
+    assert!(err.contains("yolo") && err.contains("mask2former"), "{err}");
+    let dense = Experiment::load_file(&ConfigFile::Shipped("gfl_synth_student.toml"), &[]).unwrap();
+    assert_eq!(dense.model.family(), "dense");
+    assert!(!dense.model.predicts_masks());
+    // The resolved experiment writes its family and reads back to the same one.
+    let again = Experiment::from_toml_str(&e.to_toml().unwrap()).unwrap();
+    assert_eq!(again.model.family(), "mask2former");
 }
