@@ -179,8 +179,12 @@ fn eval_checkpoint(args: &EvalArgs, checkpoint: &Path) -> Result<()> {
     );
     let t0 = Instant::now();
     let evaluated = split.evaluate(&model, None, false)?;
+    let file = evaluated.eval_file();
     let report = evaluated.report;
     print!("{report}");
+    if let Some(segm) = &evaluated.segm {
+        print!("{segm}");
+    }
     println!(
         "evaluated in {:.1} s; weights crc32 {:08x}",
         t0.elapsed().as_secs_f64(),
@@ -191,9 +195,15 @@ fn eval_checkpoint(args: &EvalArgs, checkpoint: &Path) -> Result<()> {
         for line in report.class_table_lines() {
             println!("{line}");
         }
+        if let Some(segm) = &evaluated.segm {
+            println!();
+            for line in segm.class_table_lines() {
+                println!("{line}");
+            }
+        }
     }
     if let Some(out) = &args.out {
-        let mut file = EvalFile::new(EvalSettings::coco_bbox(), report);
+        let mut file = file;
         file.checkpoint = Some(path);
         file.step = Some(ckpt.meta.step);
         file.gt = Some(json_path);

@@ -8,6 +8,7 @@ mod demo;
 mod distill;
 mod eval;
 mod export;
+mod masks;
 mod predict;
 mod report;
 mod train;
