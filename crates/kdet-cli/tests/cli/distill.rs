@@ -345,7 +345,7 @@ fn a_safetensors_teacher_distils_as_its_checkpoint_and_errors_name_the_keys() {
         "other_classes",
         &format!("teacher_model = {:?}\nteacher_source = \"kdet\"", s(&other)),
     );
-    assert!(e.contains("detects 7 classes"), "{e}");
+    assert!(e.contains("predicts 7 classes"), "{e}");
     // A checkpoint teacher stores its architecture: the keys are refused.
     let path = dir.path().join("ckpt_keys.toml");
     std::fs::write(
