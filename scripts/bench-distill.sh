@@ -21,6 +21,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+. "$root/scripts/cell.sh"
 seeds=${SEEDS:-"0 1 2"}
 methods=${METHODS:-"baseline ld fgd pkd"}
 # KDET_BIN=path uses that binary instead of building one.
@@ -34,17 +35,7 @@ teacher=${TEACHER:-assets/teacher/gfl_synth_teacher-seed0.ckpt}
 [ -f "$teacher" ] || { echo "bench-distill.sh: no teacher at $teacher" >&2; exit 1; }
 for method in $methods; do
   for seed in $seeds; do
-    out="runs/bench/distill/$method-seed$seed"
-    if [ -f "$out/eval.json" ]; then
-      echo "== $out: done, skipped"
-    elif [ -f "$out/last.ckpt" ]; then
-      echo "== $out: resuming"
-      "$bin" distill --out "$out" --resume
-    else
-      echo "== $out: distilling"
-      "$bin" distill --config "configs/distill/${method}_gfl_synth.toml" \
-        --teacher "$teacher" --seed "$seed" --out "$out"
-    fi
+    run_cell "$bin" "configs/distill/${method}_gfl_synth.toml" "$teacher" "$seed" "runs/bench/distill/$method-seed$seed"
   done
 done
 python3 "$root/scripts/bench/distill_table.py" runs/bench/distill docs/benchmarks.md $methods

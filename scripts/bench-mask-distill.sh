@@ -18,6 +18,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+. "$root/scripts/cell.sh"
 seeds=${SEEDS:-"0 1 2"}
 methods=${METHODS:-"baseline mqkd pkd"}
 if [ -z "${KDET_BIN:-}" ]; then cargo build --release --quiet; fi
@@ -34,17 +35,7 @@ if [ ! -f "$teacher" ] && [ -z "${TEACHER:-}" ]; then
 fi
 for method in $methods; do
   for seed in $seeds; do
-    out="runs/bench/mask-distill/$method-seed$seed"
-    if [ -f "$out/eval.json" ]; then
-      echo "== $out: done, skipped"
-    elif [ -f "$out/last.ckpt" ]; then
-      echo "== $out: resuming"
-      "$bin" distill --out "$out" --resume
-    else
-      echo "== $out: distilling"
-      "$bin" distill --config "configs/distill/${method}_m2f_synth.toml" \
-        --teacher "$teacher" --seed "$seed" --out "$out"
-    fi
+    run_cell "$bin" "configs/distill/${method}_m2f_synth.toml" "$teacher" "$seed" "runs/bench/mask-distill/$method-seed$seed"
   done
 done
 if [ "${TABLE:-1}" = 1 ]; then

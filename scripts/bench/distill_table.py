@@ -37,7 +37,13 @@ def load(run: Path):
     if not (run / "eval.json").exists():
         return None
     stats = json.loads((run / "eval.json").read_text())["report"]["stats"][:4]
-    steps, times, teacher, kd = [], [], [], []
+    return {"stats": stats, **run_timings(run)}
+
+
+def run_timings(run: Path) -> dict:
+    """`step_s` (median seconds per step over the logging intervals of metrics.jsonl) and
+    the means of the logged `teacher_ms` / `kd_ms` (None where absent)."""
+    times, teacher, kd = [], [], []
     prev = None
     for line in (run / "metrics.jsonl").read_text().splitlines():
         rec = json.loads(line)
@@ -54,7 +60,6 @@ def load(run: Path):
             teacher.append(timings["teacher_ms"])
             kd.append(timings["kd_ms"])
     return {
-        "stats": stats,
         "step_s": statistics.median(times) if times else None,
         "teacher_ms": statistics.mean(teacher) if teacher else None,
         "kd_ms": statistics.mean(kd) if kd else None,

@@ -16,6 +16,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from distill_table import mean_std, run_timings
 from mdsection import machine_label, replace_section
 
 BEGIN = "## Mask pair: distillation on the built-in data"
@@ -25,23 +26,7 @@ def load(run: Path):
     if not (run / "eval.json").exists():
         return None
     e = json.loads((run / "eval.json").read_text())
-    box = e["report"]["stats"]
-    segm = e["segm"]["report"]["stats"]
-    times, prev = [], None
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if "elapsed_s" not in rec:
-            continue
-        if prev is not None and rec["step"] > prev[0] and rec["elapsed_s"] > prev[1]:
-            times.append((rec["elapsed_s"] - prev[1]) / (rec["step"] - prev[0]))
-        prev = (rec["step"], rec["elapsed_s"])
-    return {"segm": segm, "box": box, "step_s": statistics.median(times) if times else None}
-
-
-def mean_std(values):
-    m = statistics.mean(values)
-    s = statistics.stdev(values) if len(values) > 1 else None
-    return m, s
+    return {"segm": e["segm"]["report"]["stats"], "box": e["report"]["stats"], **run_timings(run)}
 
 
 def fmt(values):

@@ -11,6 +11,9 @@ use kdet_models::heads::fcos::FcosHeadConfig;
 use kdet_models::{Detector, DetectorConfig, HeadConfig};
 use kdet_structures::{Boxes, ImageBatch, ImageSize, Instances};
 
+mod common;
+use common::{assert_logged, crc, recipe};
+
 const SIZE: u32 = 64;
 
 /// A tiny GFL detector: SmallResNet of `width`, FPN P3-P5 of `neck` channels, a GFL head
@@ -66,10 +69,6 @@ fn dense(model: &kdet_models::Model) -> &Detector {
     model.dense().expect("a dense student")
 }
 
-fn recipe(text: &str) -> RecipeConfig {
-    toml::from_str(text).expect("the test recipe parses")
-}
-
 fn size() -> ImageSize {
     ImageSize::new(SIZE, SIZE)
 }
@@ -94,19 +93,6 @@ fn batch(device: &Device) -> (ImageBatch, Vec<Instances>) {
             .expect("targets"),
     ];
     (batch, targets)
-}
-
-fn crc<M: Module>(m: &M) -> (u32, usize) {
-    struct Crc(crc32fast::Hasher, usize);
-    impl ModuleVisitor for Crc {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0.update(param.val().into_data().as_bytes());
-            self.1 += 1;
-        }
-    }
-    let mut c = Crc(crc32fast::Hasher::new(), 0);
-    m.visit(&mut c);
-    (c.0.finalize(), c.1)
 }
 
 /// Sum of |grad| over a module's parameters that have one, and how many have one.
@@ -214,33 +200,31 @@ fn every_method_trains_the_student_and_its_modules_and_never_the_teacher() {
         let grads = GradientsParams::from_grads(grads, &distiller);
         distiller = optim.step(1e-3, distiller, grads);
     }
-    for name in [
-        "kd.logit_kd",
-        "kd.fitnet",
-        "kd.cwd",
-        "kd.pkd",
-        "kd.fgd.fg",
-        "kd.fgd.bg",
-        "kd.fgd.attention",
-        "kd.fgd.global",
-        "kd.ld.ld",
-        "kd.ld.vlr",
-        "kd.ld.kd",
-        "kd.frs.feature",
-        "kd.frs.cls",
-        "kd.pgd.cls_fg",
-        "kd.pgd.reg",
-        "kd.mgd",
-        "kd.fbkd.mask_feature",
-        "kd.fbkd.channel",
-        "kd.fbkd.spatial",
-        "kd.fbkd.nonlocal",
-    ] {
-        assert!(
-            logged.iter().any(|n| n == name),
-            "{name} not logged: {logged:?}"
-        );
-    }
+    assert_logged(
+        &logged,
+        &[
+            "kd.logit_kd",
+            "kd.fitnet",
+            "kd.cwd",
+            "kd.pkd",
+            "kd.fgd.fg",
+            "kd.fgd.bg",
+            "kd.fgd.attention",
+            "kd.fgd.global",
+            "kd.ld.ld",
+            "kd.ld.vlr",
+            "kd.ld.kd",
+            "kd.frs.feature",
+            "kd.frs.cls",
+            "kd.pgd.cls_fg",
+            "kd.pgd.reg",
+            "kd.mgd",
+            "kd.fbkd.mask_feature",
+            "kd.fbkd.channel",
+            "kd.fbkd.spatial",
+            "kd.fbkd.nonlocal",
+        ],
+    );
     assert_ne!(
         crc(&distiller.student),
         student_before,

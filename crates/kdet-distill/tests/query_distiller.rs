@@ -3,11 +3,10 @@
 //! planner refuses dense-head methods, `inherit` and matched-query KD on the wrong
 //! families with errors naming the entry.
 
-use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Tensor};
 use kdet_distill::distiller::Distiller;
-use kdet_distill::recipe::RecipeConfig;
+
 use kdet_models::backbone::{BackboneConfig, SmallResNetConfig};
 use kdet_models::heads::gfl::GflHeadConfig;
 use kdet_models::heads::inference::TestConfig;
@@ -15,6 +14,9 @@ use kdet_models::neck::FpnConfig;
 use kdet_models::query::{Mask2FormerConfig, Mask2FormerCriterionConfig};
 use kdet_models::{DetectorConfig, HeadConfig, Model, ModelConfig};
 use kdet_structures::{Boxes, ImageBatch, ImageSize, Instances, Mask, Masks};
+
+mod common;
+use common::{assert_logged, crc, recipe};
 
 const SIZE: u32 = 64;
 
@@ -35,10 +37,6 @@ fn mask2former(width: usize) -> ModelConfig {
         .with_criterion(Mask2FormerCriterionConfig::new().with_num_points(64));
     config.validate().expect("the test config is valid");
     ModelConfig::Mask2Former(config)
-}
-
-fn recipe(text: &str) -> RecipeConfig {
-    toml::from_str(text).expect("the test recipe parses")
 }
 
 /// A rectangle's box and polygon mask.
@@ -74,18 +72,6 @@ fn batch(device: &Device) -> (ImageBatch, Vec<Instances>) {
         image(vec![(rect(10.0, 8.0, 40.0, 28.0), 1)]),
     ];
     (batch, targets)
-}
-
-fn crc<M: Module>(m: &M) -> u32 {
-    struct Crc(crc32fast::Hasher);
-    impl ModuleVisitor for Crc {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0.update(param.val().into_data().as_bytes());
-        }
-    }
-    let mut c = Crc(crc32fast::Hasher::new());
-    m.visit(&mut c);
-    c.0.finalize()
 }
 
 fn size() -> ImageSize {
@@ -127,20 +113,18 @@ fn matched_query_kd_and_pkd_train_a_mask2former_student_and_never_its_teacher() 
         let grads = GradientsParams::from_grads(grads, &distiller);
         distiller = optim.step(1e-3, distiller, grads);
     }
-    for name in [
-        "kd.matched_query_kd.cls",
-        "kd.matched_query_kd.mask",
-        "kd.matched_query_kd.dice",
-        "kd.pkd",
-        "loss_ce",
-        "loss_mask",
-        "loss_dice",
-    ] {
-        assert!(
-            logged.iter().any(|n| n == name),
-            "{name} not logged: {logged:?}"
-        );
-    }
+    assert_logged(
+        &logged,
+        &[
+            "kd.matched_query_kd.cls",
+            "kd.matched_query_kd.mask",
+            "kd.matched_query_kd.dice",
+            "kd.pkd",
+            "loss_ce",
+            "loss_mask",
+            "loss_dice",
+        ],
+    );
     assert_ne!(
         crc(&distiller.student),
         student_before,

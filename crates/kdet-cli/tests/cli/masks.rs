@@ -6,43 +6,22 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::train::{crc, fails, inline, ok, read_json, s, table};
+use crate::train::{crc, fails, inline, ok, read_json, s, table, tiny_preset};
 
-/// The mask student preset shrunk to a test: 4 training and 2 validation images of 64x64
-/// with large objects under `dir/synth`, batch 2, 4 steps, evaluation every 2.
+/// The mask student preset shrunk to a test (`tiny_preset`): 64x64 images with large
+/// objects, 256 points in the matcher and the mask losses.
 fn tiny_mask_config(dir: &Path) -> PathBuf {
-    let printed = ok(&["config", "print", "--preset", "m2f_synth_student"]);
-    let mut t: toml::Table = toml::from_str(&printed).expect("printed TOML parses");
-    let data = table(&mut t, "data");
-    data.insert(
-        "synth".into(),
-        inline(&format!(
-            "root = {:?}\nseed = 0\ntrain_images = 4\nval_images = 2\nimage_size = 64\nobject_scale = 2.5",
-            s(&dir.join("synth"))
-        )),
-    );
-    table(data, "loader").insert("batch_size".into(), toml::Value::Integer(2));
-    let model = table(&mut t, "model");
-    let criterion = table(model, "criterion");
-    table(criterion, "matcher").insert("num_points".into(), toml::Value::Integer(256));
-    table(criterion, "points").insert("num_points".into(), toml::Value::Integer(256));
-    let train = table(&mut t, "train");
-    train.insert("log_every".into(), toml::Value::Integer(1));
-    train.insert("eval_every".into(), inline("iterations = 2"));
-    table(train, "checkpoint").insert("every".into(), inline("iterations = 2"));
-    let schedule = table(train, "schedule");
-    schedule.insert("total".into(), inline("iterations = 4"));
-    schedule.insert("warmup".into(), inline("iterations = 2\nratio = 0.1"));
-    schedule.insert(
-        "decay".into(),
-        inline("type = \"step\"\ngamma = 0.1\nmilestones = [{ iterations = 3 }]"),
-    );
-    let eval = table(&mut t, "eval");
-    eval.insert("batch_size".into(), toml::Value::Integer(2));
-    eval.insert("max_images".into(), toml::Value::Integer(1));
-    let path = dir.join("tiny_mask.toml");
-    std::fs::write(&path, toml::to_string(&t).expect("serialise")).expect("write config");
-    path
+    tiny_preset(
+        dir,
+        "m2f_synth_student",
+        "object_scale = 2.5",
+        "tiny_mask.toml",
+        |t| {
+            let criterion = table(table(t, "model"), "criterion");
+            table(criterion, "matcher").insert("num_points".into(), toml::Value::Integer(256));
+            table(criterion, "points").insert("num_points".into(), toml::Value::Integer(256));
+        },
+    )
 }
 
 #[test]

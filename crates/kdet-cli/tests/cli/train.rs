@@ -59,13 +59,27 @@ pub(crate) fn inline(text: &str) -> toml::Value {
 /// The narrow student preset shrunk to a test: synthetic data generated under
 /// `dir/synth`, batch 2, 4 steps (2 per epoch), evaluation and checkpoints every 2 steps.
 pub(crate) fn tiny_config(dir: &Path) -> PathBuf {
-    let printed = ok(&["config", "print", "--preset", "gfl_synth_student_narrow"]);
+    tiny_preset(dir, "gfl_synth_student_narrow", "", "tiny.toml", |_| {})
+}
+
+/// A preset shrunk to a test, written to `dir/file`: 4 training and 2 validation
+/// synthetic images of 64x64 under `dir/synth` (plus the `synth_extra` keys), batch 2,
+/// 4 steps (2 per epoch), evaluation and checkpoints every 2 steps; `edit` changes the
+/// rest.
+pub(crate) fn tiny_preset(
+    dir: &Path,
+    preset: &str,
+    synth_extra: &str,
+    file: &str,
+    edit: impl FnOnce(&mut toml::Table),
+) -> PathBuf {
+    let printed = ok(&["config", "print", "--preset", preset]);
     let mut t: toml::Table = toml::from_str(&printed).expect("printed TOML parses");
     let data = table(&mut t, "data");
     data.insert(
         "synth".into(),
         inline(&format!(
-            "root = {:?}\nseed = 0\ntrain_images = 4\nval_images = 2\nimage_size = 64",
+            "root = {:?}\nseed = 0\ntrain_images = 4\nval_images = 2\nimage_size = 64\n{synth_extra}",
             s(&dir.join("synth"))
         )),
     );
@@ -84,7 +98,8 @@ pub(crate) fn tiny_config(dir: &Path) -> PathBuf {
     let eval = table(&mut t, "eval");
     eval.insert("batch_size".into(), toml::Value::Integer(2));
     eval.insert("max_images".into(), toml::Value::Integer(1));
-    let path = dir.join("tiny.toml");
+    edit(&mut t);
+    let path = dir.join(file);
     std::fs::write(&path, toml::to_string(&t).expect("serialise")).expect("write config");
     path
 }

@@ -1,0 +1,17 @@
+# One benchmark cell, resumable (sourced by scripts/bench-distill.sh and
+# scripts/bench-mask-distill.sh):
+#   run_cell BIN CONFIG TEACHER SEED OUT
+# A finished cell (OUT/eval.json exists) is skipped, an interrupted one continues from its
+# last checkpoint, a new one runs `BIN distill --config CONFIG --teacher TEACHER --seed SEED`.
+run_cell() {
+  local bin=$1 config=$2 teacher=$3 seed=$4 out=$5
+  if [ -f "$out/eval.json" ]; then
+    echo "== $out: done, skipped"
+  elif [ -f "$out/last.ckpt" ]; then
+    echo "== $out: resuming"
+    "$bin" distill --out "$out" --resume
+  else
+    echo "== $out: distilling"
+    "$bin" distill --config "$config" --teacher "$teacher" --seed "$seed" --out "$out"
+  fi
+}
