@@ -99,9 +99,38 @@ fn a_mask2former_trains_evaluates_predicts_masks_and_distils() {
     let recipe = dir.path().join("mqkd.toml");
     std::fs::write(&recipe, toml::to_string(&t).expect("serialise")).expect("write");
     let distilled = dir.path().join("distilled");
-    let out = ok(&["distill", "--config", &s(&recipe), "--out", &s(&distilled)]);
-    assert!(out.contains("kd.matched_query_kd.cls"), "{out}");
+    let out_distill = ok(&["distill", "--config", &s(&recipe), "--out", &s(&distilled)]);
+    assert!(
+        out_distill.contains("kd.matched_query_kd.cls"),
+        "{out_distill}"
+    );
     assert!(read_json(&distilled.join("eval.json"))["segm"].is_object());
+
+    // The same teacher as a safetensors file (`kdet export`, read back tensor by tensor)
+    // with its architecture from the config: the same distillation, bit for bit.
+    let weights = dir.path().join("teacher.safetensors");
+    let out = ok(&[
+        "export",
+        "--checkpoint",
+        &s(&run.join("last.ckpt")),
+        "--format",
+        "safetensors",
+        "--out",
+        &s(&weights),
+    ]);
+    assert!(out.contains("every tensor equal"), "{out}");
+    t.insert(
+        "teacher".into(),
+        inline(&format!(
+            "weights = {{ path = {:?}, model = {:?}, source = \"kdet\" }}",
+            s(&weights),
+            s(&config)
+        )),
+    );
+    std::fs::write(&recipe, toml::to_string(&t).expect("serialise")).expect("write");
+    let from_file = dir.path().join("from_file");
+    let again = ok(&["distill", "--config", &s(&recipe), "--out", &s(&from_file)]);
+    assert_eq!(crc(&again), crc(&out_distill));
 }
 
 #[test]
