@@ -1,7 +1,8 @@
 //! A query mask model through the CLI: `kdet train` on the synthetic mask student preset
 //! (shrunk to a test) writes box and mask AP, `kdet eval --checkpoint` reproduces both,
-//! `kdet predict` draws masks, `kdet distill` runs matched-query KD between two of them,
-//! and training a mask model on COCO data without segmentations is an error naming the
+//! `kdet predict` draws masks, `kdet distill` runs matched-query KD between two of them
+//! (the teacher a checkpoint, or the same exported to safetensors: the same weights), and
+//! training a mask model on COCO data without segmentations is an error naming the
 //! file.
 
 use std::path::{Path, PathBuf};
