@@ -2,6 +2,7 @@
 docs/benchmarks.md (standard library only).
 
 Usage: python3 mask_distill_table.py RUNS_DIR TEACHER_RUN BENCHMARKS_MD METHOD [METHOD ...]
+       (KDET=path/to/kdet for the class-agnostic column, default target/release/kdet)
 
 RUNS_DIR/<method>-seed<S>/eval.json are the cells of scripts/bench-mask-distill.sh
 (`baseline` among the methods), TEACHER_RUN the teacher's run directory. Mask AP (COCO segm,
@@ -9,24 +10,34 @@ a detection's area from its mask) and box AP over the 250 validation images; mea
 sample standard deviation over the seeds present; gain = mean mask AP of the method minus
 the baseline's over the seeds both have; pooled std = sqrt((s_m^2 + s_b^2) / 2) (shown from
 2 seeds on). s/step = median seconds per step from the 25-step logging intervals.
+Class-agnostic mask AP (scripts/bench/class_agnostic.py: every object and detection in one
+category) separates finding and outlining objects from naming them.
 """
 import json
+import os
 import math
 import statistics
 import sys
 from pathlib import Path
 
+from class_agnostic import agnostic_stats
 from distill_table import mean_std, run_timings
 from mdsection import machine_label, replace_section
 
 BEGIN = "## Mask pair: distillation on the built-in data"
 
 
-def load(run: Path):
+def load(run: Path, gt: Path):
     if not (run / "eval.json").exists():
         return None
     e = json.loads((run / "eval.json").read_text())
-    return {"segm": e["segm"]["report"]["stats"], "box": e["report"]["stats"], **run_timings(run)}
+    agnostic = agnostic_stats(gt, run, os.environ.get("KDET", "target/release/kdet"))
+    return {
+        "segm": e["segm"]["report"]["stats"],
+        "box": e["report"]["stats"],
+        "agnostic": agnostic["segm"][0],
+        **run_timings(run),
+    }
 
 
 def fmt(values):
@@ -38,9 +49,12 @@ def main():
     runs, teacher_run, md = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     methods = sys.argv[4:]
     cells = {m: {} for m in methods}
+    # The validation split every run of the pair shares (the teacher's stored data folder).
+    stored = json.loads((teacher_run / "experiment.json").read_text())
+    gt = Path(stored["data"]["synth"]["root"]) / "val" / "annotations.json"
     for m in methods:
         for run in sorted(runs.glob(f"{m}-seed*")):
-            c = load(run)
+            c = load(run, gt)
             if c is not None:
                 cells[m][int(run.name.rsplit("seed", 1)[1])] = c
     lines = [
@@ -52,23 +66,26 @@ def main():
         "with the seed-0 teacher, written by `bash scripts/bench-mask-distill.sh` (resumable) and",
         f"this table by `python3 scripts/bench/mask_distill_table.py`. Trained on{machine_label() or ' the reference Intel Xeon'}",
         "(training is exact per processor). Mask AP: COCO segm, area from the mask; gain and",
-        "pooled σ over the seeds the method and the baseline share. The weights of the KD",
-        "recipes have not been through the tuning budget yet.",
+        "pooled σ over the seeds the method and the baseline share; class-agnostic mask AP puts",
+        "every object and detection in one category (`scripts/bench/class_agnostic.py`). s/step",
+        "as logged, on 2 cores shared by two runs. The weights of the KD recipes have not been",
+        "through the tuning budget yet.",
         "",
-        "| model | seeds | mask AP | mask AP50 | box AP | mask AP gain | gain / pooled σ | s/step |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | seeds | mask AP | mask AP50 | box AP | class-agnostic mask AP | mask AP gain | gain / pooled σ | s/step |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    t = load(teacher_run)
+    t = load(teacher_run, gt)
     if t is not None:
         lines.append(
-            f"| teacher (seed 0) | 1 | {100 * t['segm'][0]:.1f} | {100 * t['segm'][1]:.1f} | "
-            f"{100 * t['box'][0]:.1f} | | | {t['step_s'] or float('nan'):.2f} |"
+            f"| teacher | 0 | {100 * t['segm'][0]:.1f} | {100 * t['segm'][1]:.1f} | "
+            f"{100 * t['box'][0]:.1f} | {100 * t['agnostic']:.1f} | | | "
+            f"{t['step_s'] or float('nan'):.2f} |"
         )
     base = cells.get("baseline", {})
     for m in methods:
         c = cells[m]
         if not c:
-            lines.append(f"| {m} | 0 | | | | | | |")
+            lines.append(f"| {m} | none yet | | | | | | | |")
             continue
         seeds = sorted(c)
         segm = [c[s]["segm"][0] for s in seeds]
@@ -86,7 +103,7 @@ def main():
         lines.append(
             f"| {m} | {', '.join(map(str, seeds))} | {fmt(segm)} | "
             f"{fmt([c[s]['segm'][1] for s in seeds])} | {fmt([c[s]['box'][0] for s in seeds])} | "
-            f"{gain} | {ratio} | {statistics.median(steps) if steps else float('nan'):.2f} |"
+            f"{fmt([c[s]['agnostic'] for s in seeds])} | {gain} | {ratio} | {statistics.median(steps) if steps else float('nan'):.2f} |"
         )
     print("\n".join(replace_section(md, lines).splitlines()))
 
