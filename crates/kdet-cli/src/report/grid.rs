@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
+use hotcoco::types::Segmentation;
 use image::codecs::png::{CompressionType, FilterType as PngFilter, PngEncoder};
 use image::imageops::FilterType;
 use image::{ExtendedColorType, ImageEncoder, Rgb, RgbImage, Rgba, RgbaImage};
-use kdet_structures::{Boxes, ImageSize, Instances, Xyxy};
+use kdet_structures::{Boxes, ImageSize, Instances, Mask, Masks, Xyxy};
 use serde::Deserialize;
 
 use super::runs::Run;
@@ -48,6 +49,9 @@ struct JsonAnnotation {
     image_id: u64,
     category_id: u64,
     bbox: [f64; 4],
+    /// Polygons or RLE (mask models' ground truth is drawn with its masks).
+    #[serde(default)]
+    segmentation: Option<Segmentation>,
     /// `0`/`1` in COCO files, `false`/`true` in some writers.
     #[serde(default)]
     iscrowd: serde_json::Value,
@@ -68,10 +72,23 @@ struct JsonResult {
     category_id: u64,
     bbox: [f64; 4],
     score: f64,
+    /// A mask model's RLE.
+    #[serde(default)]
+    segmentation: Option<Segmentation>,
 }
 
-/// `(xywh box, category id, score)` of an image.
-type Objects = Vec<([f64; 4], u64, Option<f32>)>;
+/// One object to draw: its xywh box, category id, score (predictions) and mask (where the
+/// file has one).
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub bbox: [f64; 4],
+    pub category: u64,
+    pub score: Option<f32>,
+    pub mask: Option<Segmentation>,
+}
+
+/// The objects of an image.
+type Objects = Vec<Object>;
 
 /// The validation split the grid shows.
 pub struct ValSplit {
@@ -112,10 +129,12 @@ impl ValSplit {
         for a in split.annotations {
             let crowd = a.iscrowd == serde_json::json!(1) || a.iscrowd == serde_json::json!(true);
             if ids.contains(&a.image_id) && !crowd {
-                ground_truth
-                    .entry(a.image_id)
-                    .or_default()
-                    .push((a.bbox, a.category_id, None));
+                ground_truth.entry(a.image_id).or_default().push(Object {
+                    bbox: a.bbox,
+                    category: a.category_id,
+                    score: None,
+                    mask: a.segmentation,
+                });
             }
         }
         Ok(Self {
@@ -146,11 +165,12 @@ impl ValSplit {
                         self.json.display()
                     );
                 }
-                by_image.entry(r.image_id).or_default().push((
-                    r.bbox,
-                    r.category_id,
-                    Some(r.score as f32),
-                ));
+                by_image.entry(r.image_id).or_default().push(Object {
+                    bbox: r.bbox,
+                    category: r.category_id,
+                    score: Some(r.score as f32),
+                    mask: r.segmentation,
+                });
             }
         }
         Ok(by_image)
@@ -201,36 +221,52 @@ pub struct Cell {
     pub drawn: usize,
 }
 
-/// Draws `objects` (boxes in the pixels of an image of size `original`) at the display
-/// size with [`draw_detections`] and keeps only what it drew: drawn on black and on
-/// white, a pixel that came out the same in both was painted (the drawing is opaque),
-/// every other pixel is transparent. The row's picture shows through, so each picture is
-/// in the page once however many runs there are.
+/// Draws `objects` (boxes and masks in the pixels of an image of size `original`) at the
+/// display size with [`draw_detections`] and keeps only what it drew, with its opacity:
+/// drawn on black (`b`) and on white (`w`), a pixel's alpha is `255 - (w - b)` and its
+/// colour `b · 255 / alpha` (an opaque outline or tag: the same in both, alpha 255; a mask's
+/// half-transparent fill: alpha about 128; untouched: alpha 0). The row's picture shows
+/// through, so each picture is in the page once however many runs there are. Masks are
+/// drawn when every object has one.
 pub fn draw_cell(
     original: ImageSize,
-    objects: &[([f64; 4], u64, Option<f32>)],
+    objects: &[Object],
     split: &ValSplit,
     min_score: f32,
 ) -> Result<Cell> {
     // Ground truth of a category the split does not list cannot be named; skip it.
-    let objects: Vec<&([f64; 4], u64, Option<f32>)> = objects
+    let objects: Vec<&Object> = objects
         .iter()
-        .filter(|o| split.label_of.contains_key(&o.1))
+        .filter(|o| split.label_of.contains_key(&o.category))
         .collect();
     let boxes: Vec<[f32; 4]> = objects
         .iter()
-        .map(|(b, _, _)| {
-            let [x, y, w, h] = b.map(|v| v as f32);
+        .map(|o| {
+            let [x, y, w, h] = o.bbox.map(|v| v as f32);
             [x, y, x + w, y + h]
         })
         .collect();
-    let classes: Vec<usize> = objects.iter().map(|(_, c, _)| split.label_of[c]).collect();
+    let classes: Vec<usize> = objects
+        .iter()
+        .map(|o| split.label_of[&o.category])
+        .collect();
     let mut instances = Instances::new(original, Boxes::<Xyxy>::new(boxes), classes)
         .context("building the instances to draw")?;
-    if !objects.is_empty() && objects.iter().all(|o| o.2.is_some()) {
+    if !objects.is_empty() && objects.iter().all(|o| o.score.is_some()) {
         instances = instances
-            .with_scores(objects.iter().map(|o| o.2.unwrap_or(0.0)).collect())
+            .with_scores(objects.iter().map(|o| o.score.unwrap_or(0.0)).collect())
             .context("attaching the scores")?;
+    }
+    if !objects.is_empty() && objects.iter().all(|o| o.mask.is_some()) {
+        let masks = objects
+            .iter()
+            .filter_map(|o| o.mask.as_ref())
+            .map(|seg| Mask::from_segmentation(seg, original.height, original.width))
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading a segmentation to draw")?;
+        instances = instances
+            .with_masks(Masks::new(original.height, original.width, masks)?)
+            .context("attaching the masks")?;
     }
     let (w, h) = display_size(original.width, original.height);
     let instances = instances
@@ -242,10 +278,16 @@ pub fn draw_cell(
     draw_detections(&mut on_white, &instances, &split.class_names, min_score);
     let overlay = RgbaImage::from_fn(w, h, |x, y| {
         let (b, wh) = (on_black.get_pixel(x, y), on_white.get_pixel(x, y));
-        if b == wh {
-            Rgba([b[0], b[1], b[2], 255])
-        } else {
-            Rgba([0, 0, 0, 0])
+        let clear = (0..3)
+            .map(|c| wh[c].saturating_sub(b[c]))
+            .max()
+            .unwrap_or(0);
+        match 255 - clear {
+            0 => Rgba([0, 0, 0, 0]),
+            alpha => {
+                let colour = |c: usize| (u32::from(b[c]) * 255 / u32::from(alpha)).min(255) as u8;
+                Rgba([colour(0), colour(1), colour(2), alpha])
+            }
         }
     });
     let mut png = Vec::new();
@@ -404,10 +446,16 @@ mod tests {
         let gt = &split.ground_truth()[&1];
         let cell = draw_cell(ImageSize::new(64, 64), gt, &split, 0.0).expect("draws");
         assert_eq!((cell.width, cell.height, cell.drawn), (128, 128, 1));
+        let object = |bbox: [f64; 4], category: u64, score: f32| Object {
+            bbox,
+            category,
+            score: Some(score),
+            mask: None,
+        };
         let preds = vec![
-            ([4.0, 4.0, 20.0, 20.0], 3, Some(0.9)),
-            ([30.0, 30.0, 10.0, 10.0], 7, Some(0.5)),
-            ([1.0, 1.0, 5.0, 5.0], 7, Some(0.1)),
+            object([4.0, 4.0, 20.0, 20.0], 3, 0.9),
+            object([30.0, 30.0, 10.0, 10.0], 7, 0.5),
+            object([1.0, 1.0, 5.0, 5.0], 7, 0.1),
         ];
         let cell = draw_cell(ImageSize::new(64, 64), &preds, &split, MIN_SCORE).expect("draws");
         assert_eq!(cell.drawn, 2);
@@ -446,5 +494,63 @@ mod tests {
             composed == direct,
             "the overlay differs from drawing on the picture"
         );
+    }
+
+    /// A mask model's ground truth (polygons) is drawn with its masks, half transparent: the
+    /// overlay over any picture gives what drawing on the picture gives, within rounding.
+    #[test]
+    fn masks_are_drawn_half_transparent_over_any_picture() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let json = tmp.path().join("a.json");
+        std::fs::write(
+            &json,
+            r#"{"images":[{"id":1,"file_name":"a.png"}],
+                "annotations":[{"image_id":1,"category_id":3,"bbox":[4,4,20,20],
+                  "segmentation":[[4,4,24,4,24,24,4,24]]}],
+                "categories":[{"id":3,"name":"triangle"}]}"#,
+        )
+        .expect("write");
+        let split = ValSplit::load(&json, tmp.path(), 1).expect("loads");
+        let gt = &split.ground_truth()[&1];
+        assert!(gt[0].mask.is_some());
+        let cell = draw_cell(ImageSize::new(64, 64), gt, &split, 0.0).expect("draws");
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(&cell.png_base64)
+            .expect("base64");
+        let overlay = image::load_from_memory(&png).expect("a PNG").to_rgba8();
+        // Inside the mask, away from the outline: half transparent.
+        let inside = overlay.get_pixel(30, 30).0;
+        assert!((120..=135).contains(&inside[3]), "{inside:?}");
+        let picture = RgbImage::from_fn(128, 128, |x, y| Rgb([(x * 2) as u8, (y * 2) as u8, 128]));
+        let mut direct = picture.clone();
+        let masks = Masks::new(
+            128,
+            128,
+            vec![Mask::Polygons(vec![vec![
+                8.0, 8.0, 48.0, 8.0, 48.0, 48.0, 8.0, 48.0,
+            ]])],
+        )
+        .expect("masks");
+        let dets = Instances::new(
+            ImageSize::new(128, 128),
+            Boxes::<Xyxy>::new(vec![[8.0, 8.0, 48.0, 48.0]]),
+            vec![0],
+        )
+        .expect("instances")
+        .with_masks(masks)
+        .expect("masks fit");
+        draw_detections(&mut direct, &dets, &split.class_names, 0.0);
+        for (x, y, p) in picture.enumerate_pixels() {
+            let o = overlay.get_pixel(x, y).0;
+            let a = u32::from(o[3]);
+            for c in 0..3 {
+                let composed = (u32::from(o[c]) * a + u32::from(p[c]) * (255 - a)) / 255;
+                let want = u32::from(direct.get_pixel(x, y)[c]);
+                assert!(
+                    composed.abs_diff(want) <= 2,
+                    "({x}, {y}) channel {c}: composed {composed}, drawn {want}"
+                );
+            }
+        }
     }
 }
