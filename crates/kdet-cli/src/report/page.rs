@@ -63,6 +63,13 @@ fn table(runs: &[Run]) -> String {
     for s in STATS {
         let _ = write!(h, "<th>{s}</th>");
     }
+    // Mask models: their mask AP beside the box AP.
+    let masks = runs
+        .iter()
+        .any(|r| r.eval.as_ref().is_some_and(|e| e.segm.is_some()));
+    if masks {
+        h.push_str("<th>mask AP</th><th>mask AP50</th>");
+    }
     if let Some(b) = base {
         let _ = write!(h, "<th>ΔAP vs {}</th>", escape(&runs[b].label));
     }
@@ -113,6 +120,22 @@ fn table(runs: &[Run]) -> String {
                 }
                 None => {
                     let _ = write!(h, "<td class=\"num\" data-stat=\"{s}\">{DASH}</td>");
+                }
+            }
+        }
+        if masks {
+            for s in ["AP", "AP50"] {
+                match r.eval.as_ref().and_then(|e| e.segm.as_ref()?.get(s)) {
+                    Some(v) => {
+                        let _ = write!(
+                            h,
+                            "<td class=\"num\" data-stat=\"segm_{s}\" title=\"{v:.6}\">{}</td>",
+                            percent(*v)
+                        );
+                    }
+                    None => {
+                        let _ = write!(h, "<td class=\"num\">{DASH}</td>");
+                    }
                 }
             }
         }

@@ -22,6 +22,8 @@ pub use kdet_run::files::MetricsFile as Metrics;
 pub struct RunEval {
     /// The 12 COCO stats by name (`AP`, `AP50`, ...).
     pub stats: BTreeMap<String, f64>,
+    /// The 12 COCO mask stats, for a model that predicts masks (`eval.json`'s `segm`).
+    pub segm: Option<BTreeMap<String, f64>>,
     /// `(class name, AP)`; `None` for a class without ground truth.
     pub per_class: Vec<(String, Option<f64>)>,
     pub step: Option<u64>,
@@ -31,13 +33,16 @@ pub struct RunEval {
 
 impl From<&EvalFile> for RunEval {
     fn from(e: &EvalFile) -> Self {
-        RunEval {
-            stats: e
-                .stats
+        let named = |stats: &kdet_run::files::CocoStats| -> BTreeMap<String, f64> {
+            stats
                 .named()
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
-                .collect(),
+                .collect()
+        };
+        RunEval {
+            stats: named(&e.stats),
+            segm: e.segm.as_ref().map(|s| named(&s.stats)),
             per_class: e.per_class_ap(),
             step: e.step,
             params: e.params,

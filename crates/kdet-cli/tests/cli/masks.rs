@@ -1,9 +1,9 @@
 //! A query mask model through the CLI: `kdet train` on the synthetic mask student preset
 //! (shrunk to a test) writes box and mask AP, `kdet eval --checkpoint` reproduces both,
 //! `kdet predict` draws masks, `kdet distill` runs matched-query KD between two of them
-//! (the teacher a checkpoint, or the same exported to safetensors: the same weights), and
-//! training a mask model on COCO data without segmentations is an error naming the
-//! file.
+//! (the teacher a checkpoint, or the same exported to safetensors: the same weights),
+//! `kdet report` shows mask AP; training a mask model on COCO data without segmentations
+//! is an error naming the file.
 
 use std::path::{Path, PathBuf};
 
@@ -132,6 +132,23 @@ fn a_mask2former_trains_evaluates_predicts_masks_and_distils() {
     let from_file = dir.path().join("from_file");
     let again = ok(&["distill", "--config", &s(&recipe), "--out", &s(&from_file)]);
     assert_eq!(crc(&again), crc(&out_distill));
+
+    // The report shows each run's mask AP beside its box AP.
+    let html = dir.path().join("report.html");
+    ok(&[
+        "report",
+        &s(&run),
+        &s(&distilled),
+        "--out",
+        &s(&html),
+        "--images",
+        "2",
+    ]);
+    let page = std::fs::read_to_string(&html).expect("report.html");
+    assert!(
+        page.contains("<th>mask AP</th>") && page.contains("data-stat=\"segm_AP\""),
+        "no mask AP in the report"
+    );
 }
 
 #[test]
