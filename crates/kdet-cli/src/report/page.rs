@@ -27,6 +27,18 @@ fn run_color(i: usize) -> &'static str {
 }
 
 /// `12.3` (AP in percent, as papers print it).
+/// A stat's table cell (`data-stat` names it; a dash when the run has none).
+fn stat_cell(h: &mut String, stat: &str, value: Option<&f64>) {
+    let _ = match value {
+        Some(v) => write!(
+            h,
+            "<td class=\"num\" data-stat=\"{stat}\" title=\"{v:.6}\">{}</td>",
+            percent(*v)
+        ),
+        None => write!(h, "<td class=\"num\" data-stat=\"{stat}\">{DASH}</td>"),
+    };
+}
+
 fn percent(v: f64) -> String {
     format!("{:.1}", v * 100.0)
 }
@@ -110,33 +122,12 @@ fn table(runs: &[Run]) -> String {
             }
         }
         for s in STATS {
-            match r.eval.as_ref().and_then(|e| e.stats.get(s)) {
-                Some(v) => {
-                    let _ = write!(
-                        h,
-                        "<td class=\"num\" data-stat=\"{s}\" title=\"{v:.6}\">{}</td>",
-                        percent(*v)
-                    );
-                }
-                None => {
-                    let _ = write!(h, "<td class=\"num\" data-stat=\"{s}\">{DASH}</td>");
-                }
-            }
+            stat_cell(&mut h, s, r.eval.as_ref().and_then(|e| e.stats.get(s)));
         }
         if masks {
             for s in ["AP", "AP50"] {
-                match r.eval.as_ref().and_then(|e| e.segm.as_ref()?.get(s)) {
-                    Some(v) => {
-                        let _ = write!(
-                            h,
-                            "<td class=\"num\" data-stat=\"segm_{s}\" title=\"{v:.6}\">{}</td>",
-                            percent(*v)
-                        );
-                    }
-                    None => {
-                        let _ = write!(h, "<td class=\"num\">{DASH}</td>");
-                    }
-                }
+                let v = r.eval.as_ref().and_then(|e| e.segm.as_ref()?.get(s));
+                stat_cell(&mut h, &format!("segm_{s}"), v);
             }
         }
         let ap = r.eval.as_ref().and_then(|e| e.stats.get("AP").copied());
