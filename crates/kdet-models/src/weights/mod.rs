@@ -534,7 +534,9 @@ fn scalar_as_vector(mut tensor: PackTensor, path: String) -> PackTensor {
 /// Loads a backbone's weights from a state dict of `source`'s layout.
 ///
 /// A MobileNetV2 builds only the `features` its deepest requested stage needs; the file's
-/// deeper `features` are ignored (and reported as such).
+/// deeper `features` are ignored (and reported as such). In kdet's layout the file may
+/// also be a whole model's (`kdet export --format safetensors`, any family): its tensors
+/// under `backbone.` are the backbone's, the others are ignored (and reported).
 pub fn load_backbone(
     backbone: Backbone,
     state: &StateDict,
@@ -571,11 +573,26 @@ pub fn load_backbone(
         Backbone::ResNet(_) => None,
         Backbone::MobileNetV2(m) => Some(m.features.len()),
     };
+    // A whole model's file in kdet's layout (`kdet export --format safetensors` of any
+    // family): its backbone is the tensors under `backbone.`; the rest is left out.
+    let whole_model = source == WeightSource::Kdet
+        && state
+            .keys()
+            .iter()
+            .any(|(k, _)| k.starts_with(WHOLE_MODEL_BACKBONE));
     import(
         backbone,
         state,
         source.name(),
         |key| {
+            let key = if whole_model {
+                match key.strip_prefix(WHOLE_MODEL_BACKBONE) {
+                    Some(inner) => inner,
+                    None => return KeyMap::Ignore("outside the backbone of a whole model's file"),
+                }
+            } else {
+                key
+            };
             if let Some(n) = built_features
                 && sources::feature_index(key).is_some_and(|i| i >= n)
             {
@@ -586,6 +603,9 @@ pub fn load_backbone(
         options,
     )
 }
+
+/// The prefix of a backbone's tensors in a whole model's kdet-layout file.
+const WHOLE_MODEL_BACKBONE: &str = "backbone.";
 
 /// Opens `path` and loads it into `backbone` ([`StateDict::open`] + [`load_backbone`]).
 pub fn load_backbone_file(

@@ -859,5 +859,22 @@ fn exported_detectors_read_back_equal_tensor_for_tensor() {
             Vec::<String>::new(),
             "{family}"
         );
+        // The same file pre-trains a backbone (`pretrained = ...` with `kdet`): the tensors
+        // under `backbone.`, every other one reported as left out.
+        let (backbone, report) = load_backbone(
+            config.backbone.init(&device),
+            &state,
+            WeightSource::Kdet,
+            &ImportOptions::strict(),
+        )
+        .unwrap_or_else(|e| panic!("{family} backbone: {e}"));
+        let in_backbone = keys.iter().filter(|k| k.starts_with("backbone.")).count();
+        assert_eq!(report.loaded.len(), in_backbone, "{family}");
+        assert_eq!(report.ignored.len(), written - in_backbone, "{family}");
+        assert_eq!(
+            module_tensors(&backbone),
+            module_tensors(&trained.backbone),
+            "{family}"
+        );
     }
 }
