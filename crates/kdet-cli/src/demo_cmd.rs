@@ -1,9 +1,12 @@
 //! `kdet demo`: the main job on the built-in data, end to end (`kdet_run::demo`: the
 //! shipped teacher or a trained one, the student alone and distilled with `--method`, the
-//! three evaluated and timed), then the comparison table and `report.html`.
+//! three evaluated and timed), then the comparison table and `report.html`. `--task det`
+//! (the default) runs the GFL box-detection pair, `--task segm` the Mask2Former-lite
+//! instance-segmentation pair (mask AP beside box AP, masks in the report).
 //!
 //! The configs are the ones shipped in the binary, the teacher is found as
-//! `kdet_run::shipped::teacher` says: an installed `kdet demo` runs from any folder.
+//! `kdet_run::shipped::ShippedTeacher::find` says: an installed `kdet demo` runs from any
+//! folder.
 //! Rerunning with the same `--out` reuses finished stages and resumes interrupted ones; a
 //! stage folder made from other settings is refused with the differing fields named.
 //! `--quick` runs every stage on a 60-step schedule (into `OUT/quick/`).
@@ -13,8 +16,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use kdet_distill::KdLossConfig;
-use kdet_run::demo::{DemoOptions, DemoRow, run_demo};
+use kdet_run::demo::{DemoOptions, DemoRow, DemoTask, run_demo};
 use kdet_run::files::SUMMARY_FILE;
 
 use crate::config_cmd::SetArgs;
@@ -25,25 +27,31 @@ pub struct DemoArgs {
     /// Where the runs, the summary and the report go.
     #[arg(long, value_name = "DIR", default_value = "runs/demo")]
     out: PathBuf,
-    /// Every stage on a 60-step schedule (under 3 minutes): proves the pipeline; the
-    /// numbers mean nothing.
+    /// The pair: `det`, box detection with the GFL pair (configs/gfl_synth_*.toml);
+    /// `segm`, instance segmentation with the Mask2Former-lite pair
+    /// (configs/m2f_synth_*.toml), mask AP beside box AP.
+    #[arg(long, default_value = "det", value_parser = clap::builder::PossibleValuesParser::new(DemoTask::ALL.map(DemoTask::name)))]
+    task: String,
+    /// Every stage on a 60-step schedule (a few minutes): proves the pipeline; the numbers
+    /// mean nothing.
     #[arg(long)]
     quick: bool,
-    /// The distillation method (a recipe `configs/distill/<method>_gfl_synth.toml`). Box AP
-    /// gained over the student alone on the built-in data, 3 seeds (docs/benchmarks.md):
-    /// mgd +6.3, pkd +5.0, ld +3.8, fgd +3.7, fbkd +3.4; cwd, fitnet, logit_kd, frs and pgd
-    /// are not benchmarked yet.
-    #[arg(long, default_value = "ld", value_parser = clap::builder::PossibleValuesParser::new(KdLossConfig::METHODS))]
-    method: String,
+    /// The distillation method: a recipe `configs/distill/<method>_<pair>.toml` [default:
+    /// ld for det, mqkd for segm]. det: box AP gained over the student alone on the
+    /// built-in data, 3 seeds (docs/benchmarks.md): mgd +6.3, pkd +5.0, ld +3.8, fgd +3.7,
+    /// fbkd +3.4; cwd, fitnet, logit_kd, frs and pgd are not benchmarked yet. segm: mqkd
+    /// (matched-query KD) or pkd, see docs/benchmarks.md.
+    #[arg(long)]
+    method: Option<String>,
     /// Seed of the student runs (initialisation, data order); the benchmark has 0, 1, 2.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Train the teacher (configs/gfl_synth_teacher.toml, seed 0; about 50 minutes on 2
-    /// cores) instead of using the shipped checkpoint.
+    /// Train the teacher (configs/<pair>_teacher.toml, seed 0; about 50 minutes on 2 cores
+    /// for det, 40 for segm) instead of using the shipped checkpoint.
     #[arg(long)]
     train_teacher: bool,
     /// Where the built-in dataset is (written there when missing) [default: the configs'
-    /// `data/synth`].
+    /// `data/synth` for det, `data/synth-large` for segm].
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
     /// (`--set`: both students take every override but `distill.*`, which only the
@@ -56,10 +64,15 @@ pub struct DemoArgs {
 
 pub fn run(args: DemoArgs) -> Result<()> {
     let t0 = Instant::now();
+    let task = DemoTask::from_name(&args.task)?;
     let options = DemoOptions {
+        task,
         out: args.out.clone(),
         quick: args.quick,
-        method: args.method.clone(),
+        method: args
+            .method
+            .clone()
+            .unwrap_or_else(|| task.default_method().to_string()),
         seed: args.seed,
         train_teacher: args.train_teacher,
         data: args.data.clone(),
@@ -67,7 +80,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     };
     let device = args.device.choice.autodiff()?;
     let result = run_demo(&options, &device)?;
-    print_table(&result.rows, args.quick);
+    print_table(&result.rows, task, args.quick);
     let report = result.dir.join("report.html");
     let runs: Vec<PathBuf> = result.rows.iter().map(|r| r.run.clone()).collect();
     let labels: Vec<String> = result.rows.iter().map(|r| r.label.clone()).collect();
@@ -88,20 +101,33 @@ pub fn run(args: DemoArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_table(rows: &[DemoRow], quick: bool) {
-    let base = rows[1].stats.ap;
+fn print_table(rows: &[DemoRow], task: DemoTask, quick: bool) {
+    let pct = |v: f64| format!("{:.1}", v * 100.0);
     println!();
-    println!("| model | params | ms/image | AP | AP50 | AP75 | APs | APm | APl | gain |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    if task.masks() {
+        println!(
+            "| model | params | ms/image | mask AP | mask AP50 | mask AP75 | box AP | box AP50 | gain (mask AP) |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    } else {
+        println!("| model | params | ms/image | AP | AP50 | AP75 | APs | APm | APl | gain |");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    }
+    let headline = |r: &DemoRow| match (&r.segm, task.masks()) {
+        (Some(m), true) => m.ap,
+        _ => r.stats.ap,
+    };
+    let base = headline(&rows[1]);
     for (i, r) in rows.iter().enumerate() {
-        let s: Vec<String> = r
-            .stats
-            .headline()
-            .iter()
-            .map(|v| format!("{:.1}", v * 100.0))
-            .collect();
+        let cells: Vec<String> = match (&r.segm, task.masks()) {
+            (Some(m), true) => [m.ap, m.ap50, m.ap75, r.stats.ap, r.stats.ap50]
+                .into_iter()
+                .map(pct)
+                .collect(),
+            _ => r.stats.headline().into_iter().map(pct).collect(),
+        };
         let gain = if i == 2 {
-            format!("{:+.1}", (r.stats.ap - base) * 100.0)
+            format!("{:+.1}", (headline(r) - base) * 100.0)
         } else {
             String::new()
         };
@@ -110,12 +136,18 @@ fn print_table(rows: &[DemoRow], quick: bool) {
             r.label,
             r.params as f64 / 1e6,
             r.ms_per_image,
-            s.join(" | ")
+            cells.join(" | ")
         );
     }
     println!();
     println!(
-        "box AP x100 on the 250 validation images; ms/image = forward + post-processing, batch 1, 128x128, this machine; gain = distilled - baseline student AP{}",
+        "{} x100 on the 250 validation images; ms/image = forward + post-processing, batch 1, 128x128, this machine; gain = distilled - baseline student {}{}",
+        if task.masks() {
+            "mask and box AP"
+        } else {
+            "box AP"
+        },
+        if task.masks() { "mask AP" } else { "AP" },
         if quick {
             " (--quick: 60-step runs, the numbers mean nothing)"
         } else {

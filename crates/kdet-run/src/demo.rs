@@ -1,13 +1,15 @@
-//! The main job on the built-in data, end to end (`kdet demo`):
+//! The main job on the built-in data, end to end (`kdet demo`), for one [`DemoTask`]'s
+//! teacher / student pair (`PAIR`: `gfl_synth` for boxes, `m2f_synth` for masks):
 //!
-//! 1. writes the synthetic dataset (`data/synth`, as every shipped config) when missing;
-//! 2. takes the shipped teacher ([`crate::shipped::teacher`]) or, with `train_teacher`,
-//!    trains it (`configs/gfl_synth_teacher.toml`);
-//! 3. trains the student alone (`configs/distill/baseline_gfl_synth.toml`) and distils it
-//!    with the method (`configs/distill/<method>_gfl_synth.toml`), same seed, schedule and
+//! 1. writes the synthetic dataset (the pair's configs' `data.synth`) when missing;
+//! 2. takes the pair's shipped teacher ([`crate::shipped::GFL_TEACHER`],
+//!    [`crate::shipped::MASK_TEACHER`]) or, with `train_teacher`, trains it
+//!    (`configs/PAIR_teacher.toml`);
+//! 3. trains the student alone (`configs/distill/baseline_PAIR.toml`) and distils it
+//!    with the method (`configs/distill/<method>_PAIR.toml`), same seed, schedule and
 //!    data order: the setting of the distillation benchmark (`docs/benchmarks.md`);
-//! 4. evaluates the three on the validation split, times their inference and writes
-//!    `summary.json`.
+//! 4. evaluates the three on the validation split (box AP, and mask AP for the mask
+//!    pair), times their inference and writes `summary.json`.
 //!
 //! The configs are the ones shipped in the binary. Every stage is a [`crate::run::stage`]:
 //! rerunning with the same `out` reuses finished stages and resumes interrupted ones, and
@@ -18,7 +20,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::Device;
 use kdet_train::config::{DecayConfig, Duration, WarmupConfig};
@@ -29,16 +31,94 @@ use crate::experiment::{DataSource, Experiment, TeacherConfig};
 use crate::files::{CocoStats, DemoSummary, EVAL_FILE, EvalFile, SUMMARY_FILE, SummaryRow};
 use crate::models::load_model;
 use crate::run::stage;
+use crate::shipped::{GFL_TEACHER, MASK_TEACHER, ShippedTeacher};
 use crate::timing::{median, random_batch, time_inference};
+
+/// Which wing of kdet the demo shows: its teacher / student pair and recipes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DemoTask {
+    /// Box detection: the GFL pair (`configs/gfl_synth_*.toml`).
+    #[default]
+    Det,
+    /// Instance segmentation: the Mask2Former-lite pair (`configs/m2f_synth_*.toml`).
+    Segm,
+}
+
+impl DemoTask {
+    /// Every task, by [`name`](Self::name).
+    pub const ALL: [DemoTask; 2] = [DemoTask::Det, DemoTask::Segm];
+
+    /// `det`, `segm` (`kdet demo --task`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DemoTask::Det => "det",
+            DemoTask::Segm => "segm",
+        }
+    }
+
+    /// The task named `name`.
+    pub fn from_name(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.name() == name)
+            .with_context(|| {
+                format!(
+                    "unknown demo task `{name}`; one of {}",
+                    Self::ALL.map(Self::name).join(", ")
+                )
+            })
+    }
+
+    /// The pair's config suffix: `configs/PAIR_teacher.toml`, `configs/distill/<method>_PAIR.toml`.
+    pub fn pair(self) -> &'static str {
+        match self {
+            DemoTask::Det => "gfl_synth",
+            DemoTask::Segm => "m2f_synth",
+        }
+    }
+
+    /// The method the demo distils with unless told.
+    pub fn default_method(self) -> &'static str {
+        match self {
+            DemoTask::Det => "ld",
+            DemoTask::Segm => "mqkd",
+        }
+    }
+
+    /// The shipped teacher of the pair.
+    pub fn shipped_teacher(self) -> ShippedTeacher {
+        match self {
+            DemoTask::Det => GFL_TEACHER,
+            DemoTask::Segm => MASK_TEACHER,
+        }
+    }
+
+    /// Whether the pair predicts masks (its table leads with mask AP).
+    pub fn masks(self) -> bool {
+        self == DemoTask::Segm
+    }
+
+    /// The methods with a shipped recipe for this pair (`configs/distill/<method>_PAIR.toml`,
+    /// the baseline left out), sorted.
+    pub fn methods(self) -> Vec<&'static str> {
+        let suffix = format!("_{}.toml", self.pair());
+        crate::shipped::config_names()
+            .filter_map(|n| n.strip_prefix("distill/")?.strip_suffix(suffix.as_str()))
+            .filter(|m| *m != "baseline")
+            .collect()
+    }
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
+    /// Which pair.
+    pub task: DemoTask,
     /// Where the runs, the summary and the report go.
     pub out: PathBuf,
     /// Every stage on a 60-step schedule, into `out/quick`.
     pub quick: bool,
-    /// The distillation method (`configs/distill/<method>_gfl_synth.toml`).
+    /// The distillation method (`configs/distill/<method>_PAIR.toml`).
     pub method: String,
     /// Seed of the student runs.
     pub seed: u64,
@@ -58,7 +138,10 @@ pub struct DemoRow {
     pub run: PathBuf,
     pub params: usize,
     pub ms_per_image: f64,
+    /// Box AP.
     pub stats: CocoStats,
+    /// Mask AP (the mask pair).
+    pub segm: Option<CocoStats>,
 }
 
 /// What the demo computed.
@@ -124,6 +207,18 @@ fn shipped(
 /// beneath it).
 pub fn run_demo(options: &DemoOptions, device: &Device) -> Result<DemoResult> {
     let t0 = Instant::now();
+    let task = options.task;
+    let methods = task.methods();
+    if !methods.contains(&options.method.as_str()) {
+        bail!(
+            "`--method {}` has no recipe for `--task {}` (configs/distill/{}_{}.toml); the task's methods: {}",
+            options.method,
+            task.name(),
+            options.method,
+            task.pair(),
+            methods.join(", ")
+        );
+    }
     let out = if options.quick {
         options.out.join("quick")
     } else {
@@ -134,13 +229,17 @@ pub fn run_demo(options: &DemoOptions, device: &Device) -> Result<DemoResult> {
     // The teacher.
     let teacher_run = out.join("teacher");
     let teacher_ckpt = if options.train_teacher {
-        let e = shipped("gfl_synth_teacher.toml", options, |o| {
+        let e = shipped(&format!("{}_teacher.toml", task.pair()), options, |o| {
             first_key(o) == Some("data")
         })?;
         stage("teacher", e, &teacher_run, device).context("demo")?;
         teacher_run.join(kdet_train::checkpoint::LAST)
     } else {
-        crate::shipped::teacher(&options.out.join("shipped-teacher"))?
+        let cache = match task {
+            DemoTask::Det => "shipped-teacher",
+            DemoTask::Segm => "shipped-mask-teacher",
+        };
+        task.shipped_teacher().find(&options.out.join(cache))?
     };
 
     // Baseline and distilled students.
@@ -153,9 +252,11 @@ pub fn run_demo(options: &DemoOptions, device: &Device) -> Result<DemoResult> {
         ),
     ] {
         let baseline = file == "baseline";
-        let mut e = shipped(&format!("distill/{file}_gfl_synth.toml"), options, |o| {
-            !(baseline && first_key(o) == Some("distill"))
-        })?;
+        let mut e = shipped(
+            &format!("distill/{file}_{}.toml", task.pair()),
+            options,
+            |o| !(baseline && first_key(o) == Some("distill")),
+        )?;
         e.train.seed = options.seed;
         e.teacher = Some(TeacherConfig::Checkpoint(teacher_ckpt.clone()));
         e.absolutize_paths()?;
@@ -219,9 +320,11 @@ pub fn run_demo(options: &DemoOptions, device: &Device) -> Result<DemoResult> {
             params: model.num_params(),
             ms_per_image: median(&mut timings.total),
             stats: eval.stats,
+            segm: eval.segm.map(|s| s.stats),
         });
     }
     let summary = DemoSummary {
+        task: task.name().to_string(),
         method: options.method.clone(),
         seed: options.seed,
         quick: options.quick,
@@ -239,9 +342,16 @@ pub fn run_demo(options: &DemoOptions, device: &Device) -> Result<DemoResult> {
                 ap_small: r.stats.ap_small,
                 ap_medium: r.stats.ap_medium,
                 ap_large: r.stats.ap_large,
+                mask_ap: r.segm.as_ref().map(|s| s.ap),
+                mask_ap50: r.segm.as_ref().map(|s| s.ap50),
+                mask_ap75: r.segm.as_ref().map(|s| s.ap75),
             })
             .collect(),
         gain_ap: rows[2].stats.ap - rows[1].stats.ap,
+        gain_mask_ap: match (&rows[1].segm, &rows[2].segm) {
+            (Some(base), Some(kd)) => Some(kd.ap - base.ap),
+            _ => None,
+        },
         wall_s: t0.elapsed().as_secs_f64(),
     };
     summary.write(&out.join(SUMMARY_FILE))?;
@@ -251,4 +361,36 @@ pub fn run_demo(options: &DemoOptions, device: &Device) -> Result<DemoResult> {
         summary,
         data_root: data.synth().map(|s| s.root.clone()),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Each task's methods are its shipped recipes, its default among them, and each
+    /// names its teacher and configs.
+    #[test]
+    fn tasks_find_their_recipes_and_teachers() {
+        assert_eq!(DemoTask::Segm.methods(), ["mqkd", "pkd"]);
+        let det = DemoTask::Det.methods();
+        for m in ["ld", "pkd", "mgd", "fgd"] {
+            assert!(det.contains(&m), "{det:?}");
+        }
+        assert!(!det.contains(&"baseline") && !det.contains(&"mqkd"));
+        for task in DemoTask::ALL {
+            assert_eq!(DemoTask::from_name(task.name()).unwrap(), task);
+            assert!(task.methods().contains(&task.default_method()));
+            for name in [
+                format!("{}_teacher.toml", task.pair()),
+                format!("distill/baseline_{}.toml", task.pair()),
+            ] {
+                assert!(crate::shipped::config(&name).is_some(), "{name}");
+            }
+        }
+        assert_eq!(DemoTask::Segm.shipped_teacher(), MASK_TEACHER);
+        assert!(DemoTask::masks(DemoTask::Segm) && !DemoTask::Det.masks());
+        let err = DemoTask::from_name("video").unwrap_err().to_string();
+        assert!(err.contains("det, segm"), "{err}");
+    }
 }

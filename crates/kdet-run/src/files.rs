@@ -485,6 +485,13 @@ pub struct SummaryRow {
     pub ap_medium: f64,
     #[serde(rename = "APl")]
     pub ap_large: f64,
+    /// Mask AP, AP50, AP75 (a mask model's row).
+    #[serde(rename = "mask_AP", default, skip_serializing_if = "Option::is_none")]
+    pub mask_ap: Option<f64>,
+    #[serde(rename = "mask_AP50", default, skip_serializing_if = "Option::is_none")]
+    pub mask_ap50: Option<f64>,
+    #[serde(rename = "mask_AP75", default, skip_serializing_if = "Option::is_none")]
+    pub mask_ap75: Option<f64>,
 }
 
 impl SummaryRow {
@@ -504,6 +511,9 @@ impl SummaryRow {
 /// The demo's `summary.json`: teacher, student and distilled student side by side.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DemoSummary {
+    /// `det` or `segm` (`kdet demo --task`; `det` in files of earlier versions).
+    #[serde(default = "det_task")]
+    pub task: String,
     pub method: String,
     pub seed: u64,
     pub quick: bool,
@@ -514,7 +524,18 @@ pub struct DemoSummary {
     /// Distilled minus baseline student AP.
     #[serde(rename = "gain_AP")]
     pub gain_ap: f64,
+    /// Distilled minus baseline student mask AP (the mask pair).
+    #[serde(
+        rename = "gain_mask_AP",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub gain_mask_ap: Option<f64>,
     pub wall_s: f64,
+}
+
+fn det_task() -> String {
+    "det".to_string()
 }
 
 impl DemoSummary {

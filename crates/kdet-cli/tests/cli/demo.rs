@@ -65,3 +65,73 @@ fn quick_demo_runs_every_stage_and_a_rerun_reuses_them() {
         assert_eq!(a["AP"], b["AP"]);
     }
 }
+
+/// `kdet demo --task segm --quick`: the mask pair from the shipped mask teacher, on a small
+/// built-in dataset (64 training, 16 validation images) to keep CI short: mask AP beside
+/// box AP in the table and `summary.json`, each number the run's own evaluation, masks in
+/// the report.
+#[test]
+fn quick_segm_demo_runs_the_mask_pair() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("demo");
+    let data = dir.path().join("synth-large");
+    let first = ok(&[
+        "demo",
+        "--task",
+        "segm",
+        "--quick",
+        "--out",
+        &s(&out),
+        "--data",
+        &s(&data),
+        "--set",
+        "data.synth.train_images=64",
+        "--set",
+        "data.synth.val_images=16",
+    ]);
+    let quick = out.join("quick");
+    for stage in ["teacher", "baseline-seed0", "mqkd-seed0"] {
+        assert!(
+            quick.join(stage).join("eval.json").is_file(),
+            "{stage}: {first}"
+        );
+    }
+    assert!(
+        first.contains("| model | params | ms/image | mask AP |"),
+        "{first}"
+    );
+    for label in ["| teacher |", "| student |", "| student + mqkd |"] {
+        assert!(first.contains(label), "{label} missing in\n{first}");
+    }
+    let summary = read_json(&quick.join("summary.json"));
+    assert_eq!(summary["task"], "segm");
+    let rows = summary["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        let run = std::path::PathBuf::from(row["run"].as_str().expect("run"));
+        let eval = read_json(&run.join("eval.json"));
+        assert_eq!(row["AP"], eval["stats"]["AP"], "{row}");
+        assert_eq!(row["mask_AP"], eval["segm"]["stats"]["AP"], "{row}");
+    }
+    let gain = summary["gain_mask_AP"].as_f64().expect("mask gain");
+    let (base, kd) = (
+        rows[1]["mask_AP"].as_f64().expect("mask AP"),
+        rows[2]["mask_AP"].as_f64().expect("mask AP"),
+    );
+    assert!((gain - (kd - base)).abs() < 1e-12);
+    let html = std::fs::read_to_string(quick.join("report.html")).expect("report.html");
+    assert!(html.contains("mask AP"), "the report's table has mask AP");
+
+    // A method without a recipe for the pair is refused, naming the ones there are.
+    let err = crate::train::fails(&[
+        "demo",
+        "--task",
+        "segm",
+        "--quick",
+        "--method",
+        "ld",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(err.contains("mqkd") && err.contains("pkd"), "{err}");
+}
