@@ -4,7 +4,7 @@
 //! generated from these lines ([`crate::kd_methods!`]); each method lives in its own file
 //! under `losses/` and implements [`crate::method::KdMethod`].
 
-use crate::losses::{cwd, fbkd, fgd, fitnet, frs, kd, ld, mgd, mqkd, pgd, pkd};
+use crate::losses::{cwd, fbkd, fgd, fitnet, frs, kd, ld, mgd, mqkd, pgd, pkd, rm_pfi};
 
 crate::kd_methods! {
     /// Hinton logit KD on every prior's class logits (MMRazor `KLDivergence`).
@@ -27,6 +27,9 @@ crate::kd_methods! {
     Mgd(mgd::MgdConfig),
     /// Feature-based KD with attention and non-local modules (MMRazor `FBKDLoss`).
     Fbkd(fbkd::FbkdConfig),
+    /// Rank mimicking and prediction-guided feature imitation (MMRazor PR #107; no
+    /// official code).
+    RmPfi(rm_pfi::RmPfiConfig),
     /// Matched-query KD between query models (DETR-lite, Mask2Former-lite): class, mask
     /// and box KD on Hungarian-matched student/teacher queries (kdet's reconstruction).
     MatchedQueryKd(mqkd::MatchedQueryKdConfig),

@@ -139,6 +139,8 @@ loss = { type = "mgd" }
 connector = "conv1x1"
 [[losses]]
 loss = { type = "fbkd", reductions = [2, 2, 2], maxpool_strides = [2, 1, 1] }
+[[losses]]
+loss = { type = "rm_pfi" }
 "#;
 
 #[test]
@@ -223,6 +225,8 @@ fn every_method_trains_the_student_and_its_modules_and_never_the_teacher() {
             "kd.fbkd.channel",
             "kd.fbkd.spatial",
             "kd.fbkd.nonlocal",
+            "kd.rm_pfi.rm",
+            "kd.rm_pfi.pfi",
         ],
     );
     assert_ne!(
@@ -342,6 +346,22 @@ fn wiring_errors_name_the_entry() {
         "[[losses]]\nloss = { type = \"ld\" }\n",
     );
     assert!(e.contains("losses[0] (ld)") && e.contains("gfl"), "{e}");
+    // RM + PFI reads every level and pairs FPN features with class logits of the same
+    // level: no `levels`, both taps `neck`.
+    for (text, says) in [
+        ("levels = [0, 1]", "remove `levels`"),
+        (
+            "student = \"cls_tower\"\nteacher = \"cls_tower\"",
+            "must be `neck`",
+        ),
+    ] {
+        let e = err_of(
+            config(8, 16).init(&device),
+            config(16, 16).init(&plain),
+            &format!("[[losses]]\nloss = {{ type = \"rm_pfi\" }}\n{text}\n"),
+        );
+        assert!(e.contains("losses[0] (rm_pfi)") && e.contains(says), "{e}");
+    }
     // Fixed-tap methods refuse tap settings.
     let bad: Result<RecipeConfig, _> =
         toml::from_str("[[losses]]\nloss = { type = \"ld\" }\nstudent = \"neck\"\n");

@@ -27,6 +27,7 @@ pub mod mgd;
 pub mod mqkd;
 pub mod pgd;
 pub mod pkd;
+pub mod rm_pfi;
 #[cfg(test)]
 pub(crate) mod test_util;
 
