@@ -39,7 +39,7 @@ pub struct DemoArgs {
     /// The distillation method: a recipe `configs/distill/<method>_<pair>.toml` [default:
     /// ld for det, mqkd for segm]. det: box AP gained over the student alone on the
     /// built-in data, 3 seeds (docs/benchmarks.md): mgd +6.3, pkd +5.0, ld +3.8, fgd +3.7,
-    /// fbkd +3.4; cwd, fitnet, logit_kd, frs, pgd and rm_pfi are not benchmarked yet. segm: mqkd
+    /// fbkd +3.4; cwd, fitnet, logit_kd, frs, pgd, rm_pfi and tbd (a reconstruction) are not benchmarked yet. segm: mqkd
     /// (matched-query KD) or pkd, see docs/benchmarks.md.
     #[arg(long)]
     method: Option<String>,

@@ -4,7 +4,7 @@
 //! generated from these lines ([`crate::kd_methods!`]); each method lives in its own file
 //! under `losses/` and implements [`crate::method::KdMethod`].
 
-use crate::losses::{cwd, fbkd, fgd, fitnet, frs, kd, ld, mgd, mqkd, pgd, pkd, rm_pfi};
+use crate::losses::{cwd, fbkd, fgd, fitnet, frs, kd, ld, mgd, mqkd, pgd, pkd, rm_pfi, tbd};
 
 crate::kd_methods! {
     /// Hinton logit KD on every prior's class logits (MMRazor `KLDivergence`).
@@ -30,6 +30,9 @@ crate::kd_methods! {
     /// Rank mimicking and prediction-guided feature imitation (MMRazor PR #107; no
     /// official code).
     RmPfi(rm_pfi::RmPfiConfig),
+    /// Task-balanced distillation: harmony distillation and task-decoupled feature masks
+    /// (kdet's reconstruction from the abstract; no code or formulas are public).
+    Tbd(tbd::TbdConfig),
     /// Matched-query KD between query models (DETR-lite, Mask2Former-lite): class, mask
     /// and box KD on Hungarian-matched student/teacher queries (kdet's reconstruction).
     MatchedQueryKd(mqkd::MatchedQueryKdConfig),

@@ -204,6 +204,43 @@ fn head_levels(
     Ok(levels)
 }
 
+/// The wiring of a method that pairs every FPN level with the dense-head level of the same
+/// grid and reads the head's class logits on every level (RM + PFI, TBD): both taps
+/// `neck`, no `levels`, as many neck as head levels with equal grids, and equal class-logit
+/// maps on both heads (so that the student's assignment is the teacher's too). `what`
+/// names the method in the errors.
+pub fn check_neck_beside_head(wiring: &Wiring, what: &str) -> Result<(), String> {
+    if wiring.taps != Some((Tap::Neck, Tap::Neck)) {
+        return Err(format!(
+            "{what} weights FPN features by the head outputs of the same level: both taps must be `neck`"
+        ));
+    }
+    if wiring.entry.levels.is_some() {
+        return Err(format!(
+            "{what} reads every level (an object's priors lie across all of them); remove `levels`"
+        ));
+    }
+    let (s, t) = (wiring.student_shapes, wiring.teacher_shapes);
+    let (ns, nt) = (s.cls_logits.len(), t.cls_logits.len());
+    if ns != nt || wiring.levels.len() != ns {
+        return Err(format!(
+            "{what} pairs every FPN level with the head level of its grid: the student's neck has {} levels, its head {ns}, the teacher's head {nt}",
+            wiring.levels.len()
+        ));
+    }
+    for (&l, c) in wiring.levels.iter().zip(&s.cls_logits) {
+        let f = s.neck[l];
+        if (f.height, f.width) != (c.height, c.width) {
+            return Err(format!(
+                "{what}: neck level {l} is {}x{} but the head level beside it {}x{}",
+                f.height, f.width, c.height, c.width
+            ));
+        }
+    }
+    let all: Vec<usize> = (0..ns).collect();
+    check_same_grid(&all, s, t, &[Tap::ClsLogits])
+}
+
 /// Equal map sizes and channel counts on `taps` for every level in `levels`.
 pub fn check_same_grid(
     levels: &[usize],

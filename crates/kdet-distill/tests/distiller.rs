@@ -141,6 +141,8 @@ connector = "conv1x1"
 loss = { type = "fbkd", reductions = [2, 2, 2], maxpool_strides = [2, 1, 1] }
 [[losses]]
 loss = { type = "rm_pfi" }
+[[losses]]
+loss = { type = "tbd" }
 "#;
 
 #[test]
@@ -227,6 +229,8 @@ fn every_method_trains_the_student_and_its_modules_and_never_the_teacher() {
             "kd.fbkd.nonlocal",
             "kd.rm_pfi.rm",
             "kd.rm_pfi.pfi",
+            "kd.tbd.hd",
+            "kd.tbd.tfd",
         ],
     );
     assert_ne!(

@@ -28,6 +28,7 @@ pub mod mqkd;
 pub mod pgd;
 pub mod pkd;
 pub mod rm_pfi;
+pub mod tbd;
 #[cfg(test)]
 pub(crate) mod test_util;
 

@@ -752,7 +752,7 @@ impl KdMethod for PgdConfig {
     }
 }
 
-fn teacher_predictions(
+pub(crate) fn teacher_predictions(
     teacher: &kdet_models::Detector,
     out: &kdet_models::DetectorOutput,
     priors: &Priors,

@@ -57,7 +57,7 @@ use kdet_models::heads::flatten_levels;
 use kdet_structures::Instances;
 
 use crate::method::{KdInputs, KdMethod, KdTerm, NoModules, TapUse, Wiring};
-use crate::plan::check_same_grid;
+use crate::plan::check_neck_beside_head;
 use crate::taps::{Tap, tap_tensors};
 
 /// Configuration of RM + PFI (the weights of MMRazor PR #107's RetinaNet config).
@@ -314,40 +314,7 @@ impl KdMethod for RmPfiConfig {
     /// Both taps `neck`, every level, and equal class-logit maps on every level (so that
     /// the student's assignment is the teacher's too).
     fn check(&self, wiring: &Wiring) -> Result<(), String> {
-        if wiring.taps != Some((Tap::Neck, Tap::Neck)) {
-            return Err(
-                "RM + PFI weights FPN features by the class logits of the same level: both taps must be `neck`".into(),
-            );
-        }
-        if wiring.entry.levels.is_some() {
-            return Err(
-                "RM + PFI reads every level (RM ranks an object's priors across all of them); remove `levels`".into(),
-            );
-        }
-        let (s, t) = (wiring.student_shapes, wiring.teacher_shapes);
-        let (ns, nt) = (s.cls_logits.len(), t.cls_logits.len());
-        if ns != nt || wiring.levels.len() != ns {
-            return Err(format!(
-                "RM + PFI pairs every FPN level with the head level of its grid: the student's neck has {} levels, its head {ns}, the teacher's head {nt}",
-                wiring.levels.len()
-            ));
-        }
-        for (&l, c) in wiring.levels.iter().zip(&s.cls_logits) {
-            let f = s.neck[l];
-            if (f.height, f.width) != (c.height, c.width) {
-                return Err(format!(
-                    "RM + PFI: neck level {l} is {}x{} but the head level beside it {}x{}",
-                    f.height, f.width, c.height, c.width
-                ));
-            }
-        }
-        let all: Vec<usize> = (0..ns).collect();
-        check_same_grid(
-            &all,
-            wiring.student_shapes,
-            wiring.teacher_shapes,
-            &[Tap::ClsLogits],
-        )
+        check_neck_beside_head(wiring, "RM + PFI")
     }
 
     fn init(&self, _wiring: &Wiring, _device: &Device) -> NoModules {
