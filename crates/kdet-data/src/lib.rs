@@ -6,6 +6,7 @@ pub mod coco;
 pub mod error;
 pub mod image_io;
 pub mod loader;
+pub mod noise;
 pub mod results;
 pub mod stats;
 pub mod synth;

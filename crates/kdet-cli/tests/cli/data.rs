@@ -144,3 +144,80 @@ fn user_errors_exit_non_zero_with_a_message() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("image_size"));
 }
+
+/// `kdet data synth --box-noise` writes noisy training files beside the clean one (the
+/// loader reads them: `kdet data stats` on the file), noisier at a larger gamma;
+/// `kdet data noise` does the same for any COCO file, the same bytes for the same seed,
+/// and refuses to overwrite its input or to noise a noised file.
+#[test]
+fn noisy_boxes_for_synth_and_any_coco_file() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("synth");
+    let printed = ok(&[
+        "data",
+        "synth",
+        "--out",
+        root.to_str().unwrap(),
+        "--images",
+        "12",
+        "--size",
+        "64",
+        "--box-noise",
+        "0.1",
+        "--box-noise",
+        "0.4",
+    ]);
+    let iou = |gamma: &str| -> f64 {
+        let line = printed
+            .lines()
+            .find(|l| l.contains(&format!("(gamma {gamma})")))
+            .unwrap_or_else(|| panic!("no gamma {gamma} line in\n{printed}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(iou("0.1") > iou("0.4") && iou("0.4") > 0.0, "{printed}");
+    let noisy = root.join("train/annotations.noise-0.1.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&noisy).unwrap()).unwrap();
+    let first = &json["annotations"][0];
+    assert!(
+        first["_bbox"].is_array() && first["bbox"] != first["_bbox"],
+        "{first}"
+    );
+    let stats = ok(&["data", "stats", noisy.to_str().unwrap()]);
+    assert!(stats.contains("images       12"), "{stats}");
+
+    // Any COCO file: the same seed gives the same bytes as synth's own noising.
+    let clean = root.join("train/annotations.json");
+    let copy = d.path().join("copy.json");
+    let out = ok(&[
+        "data",
+        "noise",
+        clean.to_str().unwrap(),
+        "--out",
+        copy.to_str().unwrap(),
+        "--gamma",
+        "0.1",
+    ]);
+    assert!(out.contains("mean IoU with the clean boxes"), "{out}");
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(&noisy).unwrap()
+    );
+    for (input, out, says) in [
+        (&clean, &clean, "is the input file"),
+        (&noisy, &copy, "already has a clean `_bbox`"),
+    ] {
+        let res = crate::kdet(&[
+            "data",
+            "noise",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--gamma",
+            "0.1",
+        ]);
+        assert!(!res.status.success());
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert!(err.contains(says), "{err}");
+    }
+}
