@@ -47,6 +47,15 @@ pub struct KdTargets<'a> {
     pub padded_size: ImageSize,
 }
 
+/// The objects of `gt` a distillation term ranks or weighs: the non-crowd instances
+/// (mmdet's `gt_bboxes_ignore` are not objects), by index.
+pub(crate) fn non_crowd(gt: &Instances) -> Vec<usize> {
+    let crowd = gt.crowd();
+    (0..gt.len())
+        .filter(|&g| !crowd.is_some_and(|c| c[g]))
+        .collect()
+}
+
 /// Sums `per_level(level, student, teacher)` over the levels of a feature loss, after
 /// checking the shape contract every such loss shares: at least one level, as many teacher
 /// levels as student levels, and (with `same_shape`) equal `[N, C, H, W]` on each level.

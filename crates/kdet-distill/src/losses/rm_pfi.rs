@@ -56,6 +56,7 @@ use kdet_models::assignment::Assignment;
 use kdet_models::heads::flatten_levels;
 use kdet_structures::Instances;
 
+use super::non_crowd as objects;
 use crate::method::{KdInputs, KdMethod, KdTerm, NoModules, TapUse, Wiring};
 use crate::plan::check_neck_beside_head;
 use crate::taps::{Tap, tap_tensors};
@@ -129,14 +130,6 @@ pub fn pfi_loss(
         });
     }
     total.expect("at least one level").div_scalar(levels as f32)
-}
-
-/// The ground-truth objects of `gt`: indices of the non-crowd instances.
-fn objects(gt: &Instances) -> Vec<usize> {
-    let crowd = gt.crowd();
-    (0..gt.len())
-        .filter(|&g| !crowd.is_some_and(|c| c[g]))
-        .collect()
 }
 
 /// `softmax(x)` of a small vector, in f64.

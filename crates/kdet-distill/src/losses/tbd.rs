@@ -45,6 +45,7 @@ use kdet_models::losses::binary_cross_entropy_with_logits;
 use kdet_structures::Instances;
 use kdet_structures::iou::iou_xyxy;
 
+use super::non_crowd as objects;
 use super::pgd::{TeacherPredictions, teacher_predictions};
 use crate::method::{KdInputs, KdMethod, KdTerm, NoModules, TapUse, Wiring};
 use crate::plan::check_neck_beside_head;
@@ -82,14 +83,6 @@ pub struct HarmonyEntry {
     pub index: usize,
     pub target: f32,
     pub harmony: f32,
-}
-
-/// The non-crowd objects of `gt`.
-fn objects(gt: &Instances) -> Vec<usize> {
-    let crowd = gt.crowd();
-    (0..gt.len())
-        .filter(|&g| !crowd.is_some_and(|c| c[g]))
-        .collect()
 }
 
 /// Harmony entries of every positive prior of the batch (teacher side, host values).
