@@ -26,6 +26,7 @@ use kdet_models::{DetectorOutput, LossDict, LossKey, Model, ModelFamily};
 use kdet_structures::{ImageBatch, ImageSize, Instances};
 
 use crate::connector::Connector;
+use crate::correction::{BoxCorrectionConfig, correct_targets};
 use crate::error::DistillError;
 use crate::inherit::inherit_neck_and_head;
 use crate::losses::KdTargets;
@@ -58,6 +59,8 @@ pub struct Distiller {
     not_inherited: Arc<Vec<String>>,
     #[module(skip)]
     seed: u64,
+    #[module(skip)]
+    correction: Option<BoxCorrectionConfig>,
 }
 
 /// Loads the student of a distillation checkpoint: the record's `student.*` parameters;
@@ -100,6 +103,13 @@ impl Distiller {
         let student_shapes = TapShapes::probe(&student, input_size);
         let teacher_shapes = TapShapes::probe(&teacher, input_size);
         let plan = plan_recipe(recipe, &student, &teacher, &student_shapes, &teacher_shapes)?;
+        if recipe.box_correction.is_some()
+            && (student.dense().is_none() || teacher.dense().is_none())
+        {
+            return Err(DistillError::Recipe(
+                "distill.box_correction corrects boxes with a dense detector's predictions: the student and the teacher must be dense detectors".into(),
+            ));
+        }
         let (student, not_inherited) = if recipe.inherit {
             inherit_neck_and_head(student, &teacher)?
         } else {
@@ -141,6 +151,7 @@ impl Distiller {
             teacher: Arc::new(teacher),
             not_inherited: Arc::new(not_inherited),
             seed: 0,
+            correction: recipe.box_correction.clone(),
         })
     }
 
@@ -166,6 +177,16 @@ impl Distiller {
         &self.teacher
     }
 
+    /// The batch on the teacher's plain device.
+    fn plain_batch(&self, images: &ImageBatch) -> ImageBatch {
+        ImageBatch::new(
+            images.images().clone().inner(),
+            images.original_sizes().to_vec(),
+            images.resized_sizes().to_vec(),
+        )
+        .expect("the same sizes fit the same batch")
+    }
+
     /// Task losses of the student plus every active entry's KD terms for optimizer step
     /// `step` (0-based).
     pub fn step_losses(&self, images: &ImageBatch, targets: &[Instances], step: u64) -> LossDict {
@@ -180,6 +201,22 @@ impl Distiller {
         targets: &[Instances],
         step: u64,
     ) -> (LossDict, Option<KdTimings>) {
+        // Noisy-box self-correction: the teacher sees the batch first and the student's
+        // task loss (and the KD terms) use the corrected boxes.
+        let corrected;
+        let (targets, teacher_first) = match &self.correction {
+            Some(config) => {
+                let t0 = Instant::now();
+                let out = self.teacher.forward(&self.plain_batch(images));
+                let teacher = self.teacher.dense().expect("checked in Distiller::new");
+                corrected = correct_targets(config, teacher, &out, targets).0;
+                (
+                    &corrected[..],
+                    Some((out, t0.elapsed().as_secs_f64() * 1e3)),
+                )
+            }
+            None => (targets, None),
+        };
         let student_out = self.student.forward(images);
         let assignment = self.student.assign(&student_out, targets);
         let mut losses = self.student.loss(&student_out, targets, &assignment);
@@ -191,18 +228,21 @@ impl Distiller {
             .filter(|&(_, w)| w > 0.0)
             .collect();
         if active.is_empty() {
-            return (losses, None);
+            let timings = teacher_first.map(|(_, teacher_ms)| KdTimings {
+                teacher_ms,
+                kd_ms: 0.0,
+            });
+            return (losses, timings);
         }
-        let t0 = Instant::now();
-        let plain = ImageBatch::new(
-            images.images().clone().inner(),
-            images.original_sizes().to_vec(),
-            images.resized_sizes().to_vec(),
-        )
-        .expect("the same sizes fit the same batch");
-        let teacher_out = self.teacher.forward(&plain);
-        sync(&teacher_out);
-        let teacher_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let (teacher_out, teacher_ms) = match teacher_first {
+            Some(done) => done,
+            None => {
+                let t0 = Instant::now();
+                let out = self.teacher.forward(&self.plain_batch(images));
+                sync(&out);
+                (out, t0.elapsed().as_secs_f64() * 1e3)
+            }
+        };
         let t1 = Instant::now();
         let ctx = KdTargets {
             gt: targets,

@@ -18,6 +18,7 @@
 //!   device, teacher on a plain device) and [`DistilledStudent`].
 
 pub mod connector;
+pub mod correction;
 pub mod distiller;
 pub mod error;
 pub mod inherit;

@@ -111,12 +111,19 @@ pub struct RecipeConfig {
     /// The entries; an empty list trains the student alone (the baseline).
     #[serde(default)]
     pub losses: Vec<RecipeEntry>,
+    /// Noisy-box self-correction (NDet): the student's task loss uses each ground-truth
+    /// box fused with the teacher's overlapping predictions ([`crate::correction`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub box_correction: Option<crate::correction::BoxCorrectionConfig>,
 }
 
 impl RecipeConfig {
     /// Checks what can be checked without the models: unique names, weights, schedules,
     /// tap fields only on feature methods.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(c) = &self.box_correction {
+            c.validate()?;
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, e) in self.losses.iter().enumerate() {
             let name = e.name();

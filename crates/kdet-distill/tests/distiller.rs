@@ -8,7 +8,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use kdet_distill::distiller::{DistilledStudent, Distiller};
 use kdet_distill::recipe::RecipeConfig;
 use kdet_models::heads::fcos::FcosHeadConfig;
-use kdet_models::{Detector, DetectorConfig, HeadConfig};
+use kdet_models::{Detector, DetectorConfig, HeadConfig, ModelFamily};
 use kdet_structures::{Boxes, ImageBatch, ImageSize, Instances};
 
 mod common;
@@ -418,4 +418,54 @@ fn a_distillation_record_loads_into_the_student_alone() {
         .try_load_record(record)
         .is_err()
     );
+}
+
+/// `box_correction` (NDet): the student's task losses are its losses on the ground truth
+/// fused with the teacher's predictions on the same batch, the boxes move, classes stay,
+/// and the teacher does not train.
+#[test]
+fn box_correction_trains_the_student_on_the_teachers_fused_boxes() {
+    use kdet_distill::correction::correct_targets;
+    let plain = Device::flex();
+    let device = Device::flex().autodiff();
+    device.seed(3);
+    // An untrained teacher scores about 0.01: no score threshold and any overlap, so
+    // that its boxes take part.
+    let r = recipe(
+        "box_correction = { score_threshold = 0.0, weight = { type = \"step\", iou_threshold = 0.0 } }\n",
+    );
+    let d = Distiller::new(
+        config(8, 16).init(&device),
+        config(16, 16).init(&plain),
+        &r,
+        size(),
+    )
+    .expect("valid recipe");
+    let teacher_before = crc(d.teacher());
+    let (images, targets) = batch(&device);
+    let (losses, timings) = d.step_losses_timed(&images, &targets, 0);
+    assert!(timings.is_some_and(|t| t.teacher_ms >= 0.0 && t.kd_ms == 0.0));
+
+    let plain_batch = ImageBatch::new(
+        images.images().clone().inner(),
+        images.original_sizes().to_vec(),
+        images.resized_sizes().to_vec(),
+    )
+    .expect("batch");
+    let out = d.teacher().forward(&plain_batch);
+    let config = r.box_correction.as_ref().expect("set");
+    let (corrected, stats) = correct_targets(config, dense(d.teacher()), &out, &targets);
+    assert!(stats.boxes > 0 && stats.mean_weight > 0.0, "{stats:?}");
+    for (c, t) in corrected.iter().zip(&targets) {
+        assert_eq!(c.classes(), t.classes());
+        assert_ne!(c.boxes().as_slice(), t.boxes().as_slice());
+    }
+    let student_out = d.student.forward(&images);
+    let assignment = d.student.assign(&student_out, &corrected);
+    let want = d.student.loss(&student_out, &corrected, &assignment);
+    assert_eq!(losses.scalars(), want.scalars());
+    let grads = losses.total().expect("losses").backward();
+    let (mass, _) = grad_mass(&d.student, &grads);
+    assert!(mass > 0.0);
+    assert_eq!(crc(d.teacher()), teacher_before);
 }
