@@ -63,7 +63,10 @@ def main():
         BEGIN,
         "",
         "The Mask2Former-lite pair (`configs/m2f_synth_teacher.toml`, `configs/m2f_synth_student.toml`)",
-        "on the built-in data with objects 2.5× larger (`object_scale = 2.5`), 8 epochs; every",
+        "on the built-in data with objects 2.5× larger (`object_scale = 2.5`), 8 epochs; the",
+        "teacher's backbone starts from the shipped GFL teacher's, the student from random",
+        "weights (the `teacher (from scratch)` row is the same teacher from random weights,",
+        "`configs/m2f_synth_teacher_scratch.toml`). Every",
         "student cell is `kdet distill --config configs/distill/<method>_m2f_synth.toml --seed S`",
         "with the seed-0 teacher, written by `bash scripts/bench-mask-distill.sh` (resumable) and",
         f"this table by `python3 scripts/bench/mask_distill_table.py`. Trained on{machine_label() or ' the reference Intel Xeon'}",
@@ -78,13 +81,15 @@ def main():
         "| model | seeds | mask AP | mask AP50 | box AP | class-agnostic mask AP | class accuracy % | mask AP gain | gain / pooled σ | s/step |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    t = load(teacher_run, gt)
-    if t is not None:
-        lines.append(
-            f"| teacher | 0 | {100 * t['segm'][0]:.1f} | {100 * t['segm'][1]:.1f} | "
-            f"{100 * t['box'][0]:.1f} | {100 * t['agnostic']:.1f} | {100 * t['class_acc']:.1f} | | | "
-            f"{t['step_s'] or float('nan'):.2f} |"
-        )
+    scratch = teacher_run.with_name(teacher_run.name.replace("teacher", "teacher_scratch"))
+    for label, run in [("teacher", teacher_run), ("teacher (from scratch)", scratch)]:
+        t = load(run, gt) if run.is_dir() else None
+        if t is not None:
+            lines.append(
+                f"| {label} | 0 | {100 * t['segm'][0]:.1f} | {100 * t['segm'][1]:.1f} | "
+                f"{100 * t['box'][0]:.1f} | {100 * t['agnostic']:.1f} | {100 * t['class_acc']:.1f} | | | "
+                f"{t['step_s'] or float('nan'):.2f} |"
+            )
     base = cells.get("baseline", {})
     for m in methods:
         c = cells[m]

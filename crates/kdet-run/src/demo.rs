@@ -229,9 +229,14 @@ pub fn run_demo(options: &DemoOptions, device: &Device) -> Result<DemoResult> {
     // The teacher.
     let teacher_run = out.join("teacher");
     let teacher_ckpt = if options.train_teacher {
-        let e = shipped(&format!("{}_teacher.toml", task.pair()), options, |o| {
+        let mut e = shipped(&format!("{}_teacher.toml", task.pair()), options, |o| {
             first_key(o) == Some("data")
         })?;
+        if e.pretrained.is_some() {
+            // The mask teacher's backbone starts from the shipped GFL teacher's
+            // (`configs/m2f_synth_teacher.toml`), found wherever the demo runs.
+            e.pretrained = Some(GFL_TEACHER.find(&options.out.join("shipped-teacher"))?);
+        }
         stage("teacher", e, &teacher_run, device).context("demo")?;
         teacher_run.join(kdet_train::checkpoint::LAST)
     } else {

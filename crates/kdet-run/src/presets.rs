@@ -28,6 +28,7 @@ pub const PRESET_NAMES: &[&str] = &[
     "gfl_synth_student",
     "gfl_synth_student_narrow",
     "m2f_synth_teacher",
+    "m2f_synth_teacher_scratch",
     "m2f_synth_student",
 ];
 
@@ -60,7 +61,12 @@ pub fn preset(name: &str) -> Option<Experiment> {
             SmallResNetConfig::student_128(),
             SYNTH_NECK_CHANNELS / 2,
         )),
-        "m2f_synth_teacher" => Some(mask_experiment(mask2former_teacher())),
+        "m2f_synth_teacher" => {
+            let mut e = mask_experiment(mask2former_teacher());
+            e.pretrained = Some(PathBuf::from(PRETRAINED_MASK_TEACHER));
+            Some(e)
+        }
+        "m2f_synth_teacher_scratch" => Some(mask_experiment(mask2former_teacher())),
         "m2f_synth_student" => Some(mask_experiment(mask2former_student())),
         _ => None,
     }
@@ -191,7 +197,12 @@ fn synth_experiment(backbone: SmallResNetConfig, channels: usize) -> Experiment 
     }
 }
 
-/// The mask pair's teacher (reasons in `configs/m2f_synth_teacher.toml`): the student
+/// The backbone the mask pair's teacher starts from: the shipped GFL teacher's (the same
+/// `SmallResNet` teacher_128, trained on the detection pair's data; reasons in
+/// `configs/m2f_synth_teacher.toml`).
+pub const PRETRAINED_MASK_TEACHER: &str = "assets/teacher/gfl_synth_teacher-seed0.ckpt";
+
+/// The mask pair's teacher (reasons in `configs/m2f_synth_teacher_scratch.toml`): the student
 /// preset widened to 96 with 6 decoder layers and a 3-layer encoder, on the GFL teacher's
 /// backbone.
 fn mask2former_teacher() -> Mask2FormerConfig {
@@ -219,7 +230,7 @@ fn mask2former_student() -> Mask2FormerConfig {
 
 /// The mask pair's experiment around `model`: the built-in data with objects 2.5x larger,
 /// AdamW 3e-4 with the official gradient clipping, 8 epochs (reasons in
-/// `configs/m2f_synth_teacher.toml`).
+/// `configs/m2f_synth_teacher_scratch.toml`).
 fn mask_experiment(model: Mask2FormerConfig) -> Experiment {
     let mut e = synth_experiment(SmallResNetConfig::student_128(), SYNTH_NECK_CHANNELS);
     if let DataSource::Synth(s) = &mut e.data.source {
