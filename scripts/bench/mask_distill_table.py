@@ -75,7 +75,7 @@ def main():
         "every object and detection in one category (`scripts/bench/class_agnostic.py`); class",
         "accuracy: of the objects some detection overlaps at box IoU ≥ 0.7, the share whose",
         "best-scoring such detection has the object's class (same script; chance 12.5 %). s/step",
-        "as logged, on 2 cores shared by two runs. The weights of the KD recipes have not been",
+        "as logged, on 2 cores shared by two runs (the teachers' by up to three other jobs). The weights of the KD recipes have not been",
         "through the tuning budget yet.",
         "",
         "| model | seeds | mask AP | mask AP50 | box AP | class-agnostic mask AP | class accuracy % | mask AP gain | gain / pooled σ | s/step |",
