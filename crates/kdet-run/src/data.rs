@@ -1,7 +1,7 @@
 //! The data of a run: the built-in dataset written on first use, the training split and
 //! its loader.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -10,8 +10,65 @@ use kdet_data::{CocoDataset, CocoOptions, DetectionBatcher, Loader, Normalize, P
 
 use crate::experiment::{Experiment, SplitPaths, SynthData};
 
-/// Writes the synthetic dataset when `root` has none; refuses one made with other settings.
+/// `train/annotations.noise-<gamma>.json` of a synthetic dataset at `root`: its training
+/// annotations with noisy boxes (`kdet data synth --box-noise`, `data.synth.box_noise`).
+pub fn noisy_train_file(root: &Path, gamma: f64) -> PathBuf {
+    root.join("train")
+        .join(format!("annotations.noise-{gamma}.json"))
+}
+
+/// `input` (a COCO file) with NDet's box noise at `gamma` (`kdet_data::noise`, drawn from
+/// `seed`) written atomically to `out`; the clean boxes are kept under `_bbox`. Refuses to
+/// overwrite the input.
+pub fn write_noisy_annotations(
+    input: &Path,
+    out: &Path,
+    gamma: f64,
+    seed: u64,
+) -> Result<kdet_data::noise::NoiseReport> {
+    let same = match (input.canonicalize(), out.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        bail!(
+            "--out {} is the input file: the clean boxes would be lost",
+            out.display()
+        );
+    }
+    let text =
+        std::fs::read_to_string(input).with_context(|| format!("reading {}", input.display()))?;
+    let mut coco: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", input.display()))?;
+    let report =
+        kdet_data::noise::add_box_noise(&mut coco, gamma, seed, &input.display().to_string())
+            .map_err(anyhow::Error::msg)?;
+    let bytes = serde_json::to_vec(&coco)?;
+    kdet_data::image_io::write_atomic(out, &bytes)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(report)
+}
+
+/// Writes the synthetic dataset when `root` has none (and its noisy training boxes when
+/// `box_noise` asks for them); refuses one made with other settings.
 pub fn ensure_synth(s: &SynthData) -> Result<()> {
+    ensure_clean_synth(s)?;
+    if let Some(gamma) = s.box_noise()? {
+        let noisy = noisy_train_file(&s.root, gamma);
+        if !noisy.is_file() {
+            let clean = s.root.join("train").join("annotations.json");
+            let r = write_noisy_annotations(&clean, &noisy, gamma, s.seed)?;
+            println!(
+                "wrote {} (box noise {gamma}): mean IoU of the noisy boxes with the clean ones {:.3}",
+                noisy.display(),
+                r.mean_iou
+            );
+        }
+    }
+    Ok(())
+}
+
+fn ensure_clean_synth(s: &SynthData) -> Result<()> {
     let wanted = s.synth_config();
     let provenance = s.root.join("synth.json");
     if provenance.is_file() {

@@ -238,6 +238,12 @@ pub struct SynthData {
     /// mix).
     #[serde(default = "default_object_scale")]
     pub object_scale: f32,
+    /// Train on noisy boxes (NDet's noise model, `kdet_data::noise`, seeded with `seed`):
+    /// the training split reads `train/annotations.noise-<gamma>.json`, written beside the
+    /// clean file on first use (`kdet data synth --box-noise` writes the same file). The
+    /// validation split keeps its clean boxes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub box_noise: Option<f64>,
 }
 
 fn default_synth_root() -> PathBuf {
@@ -270,6 +276,18 @@ impl SynthData {
             val_images: self.val_images,
             object_scale: self.object_scale,
             ..SynthConfig::default()
+        }
+    }
+
+    /// `box_noise`, checked: finite and positive (`data.synth.box_noise`).
+    pub fn box_noise(&self) -> Result<Option<f64>> {
+        match self.box_noise {
+            Some(g) if !(g.is_finite() && g > 0.0) => {
+                bail!(
+                    "`data.synth.box_noise = {g}`: must be a finite number > 0 (NDet's gamma; leave it out for clean boxes)"
+                )
+            }
+            other => Ok(other),
         }
     }
 }
@@ -663,7 +681,10 @@ impl Experiment {
                         s.root.join(name).join("images"),
                     )
                 };
-                let (train_json, train_images) = split("train");
+                let (mut train_json, train_images) = split("train");
+                if let Some(gamma) = s.box_noise {
+                    train_json = crate::data::noisy_train_file(&s.root, gamma);
+                }
                 let (val_json, val_images) = split("val");
                 SplitPaths {
                     train_json,

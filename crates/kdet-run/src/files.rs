@@ -511,7 +511,8 @@ impl SummaryRow {
 /// The demo's `summary.json`: teacher, student and distilled student side by side.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DemoSummary {
-    /// `det` or `segm` (`kdet demo --task`; `det` in files of earlier versions).
+    /// `det`, `segm` or `noisy-boxes` (`kdet demo --task`; `det` in files of earlier
+    /// versions).
     #[serde(default = "det_task")]
     pub task: String,
     pub method: String,
@@ -519,9 +520,10 @@ pub struct DemoSummary {
     pub quick: bool,
     /// The teacher checkpoint.
     pub teacher: PathBuf,
-    /// Teacher, student, distilled student.
+    /// Teacher, student, distilled student (`noisy-boxes`: the student on clean boxes, on
+    /// noisy boxes (the teacher), on corrected boxes).
     pub rows: Vec<SummaryRow>,
-    /// Distilled minus baseline student AP.
+    /// Distilled minus baseline student AP (`noisy-boxes`: corrected minus noisy).
     #[serde(rename = "gain_AP")]
     pub gain_ap: f64,
     /// Distilled minus baseline student mask AP (the mask pair).
@@ -531,6 +533,13 @@ pub struct DemoSummary {
         skip_serializing_if = "Option::is_none"
     )]
     pub gain_mask_ap: Option<f64>,
+    /// `noisy-boxes`: NDet's gamma of the noisy training boxes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub box_noise: Option<f64>,
+    /// `noisy-boxes`: the mean IoU of the training boxes with the clean ones, before and
+    /// after the teacher's correction (`crate::noisy::correction_iou`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub box_iou: Option<crate::noisy::CorrectionIou>,
     pub wall_s: f64,
 }
 

@@ -36,6 +36,7 @@ pub mod evaluate;
 pub mod experiment;
 pub mod files;
 pub mod models;
+pub mod noisy;
 pub mod presets;
 pub mod run;
 pub mod shipped;

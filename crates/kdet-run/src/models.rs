@@ -141,7 +141,8 @@ pub fn distiller_of(
 }
 
 /// The teacher of a distillation, built on `device`, a plain device (no autodiff,
-/// BatchNorm on running statistics): a `kdet train` checkpoint, or a weights file of the
+/// BatchNorm on running statistics): a `kdet train` or `kdet distill` checkpoint (the
+/// latter's student), or a weights file of the
 /// `model` architecture and `source` layout, loaded strictly.
 pub fn load_teacher(
     teacher: &TeacherConfig,
@@ -155,13 +156,10 @@ pub fn load_teacher(
     };
     let ckpt =
         Checkpoint::read(path).with_context(|| format!("`teacher`: reading {}", path.display()))?;
+    // A `kdet distill` checkpoint teaches with its student (without the recipe's modules):
+    // NDet's teacher is the student trained on the noisy boxes, and a distilled student
+    // can teach the next, smaller one.
     let config = experiment_of(&ckpt).context("`teacher`")?;
-    if config.distill.is_some() {
-        bail!(
-            "`teacher`: {} is a distilled student; use a `kdet train` checkpoint",
-            path.display()
-        );
-    }
     if config.model.num_classes() != student.model.num_classes() {
         bail!(
             "`teacher`: {} predicts {} classes, the student {}",
@@ -170,7 +168,7 @@ pub fn load_teacher(
             student.model.num_classes()
         );
     }
-    ckpt.load_model(config.model.init(device))
+    model_of(&ckpt, &config, device)
         .with_context(|| format!("`teacher`: loading {}", path.display()))
 }
 

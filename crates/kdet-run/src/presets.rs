@@ -154,6 +154,7 @@ fn synth_experiment(backbone: SmallResNetConfig, channels: usize) -> Experiment 
                 val_images: 250,
                 image_size: 128,
                 object_scale: 1.0,
+                box_noise: None,
             }),
             size_divisor: 32,
             train_transforms: None,

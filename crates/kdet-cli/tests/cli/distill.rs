@@ -428,6 +428,71 @@ fn a_student_trains_on_boxes_corrected_by_a_noisy_teacher() {
     // The recipe is stored with the run; a bad value is an error naming the section.
     let stored = std::fs::read_to_string(student.join("config.toml")).expect("config.toml");
     assert!(stored.contains("box_correction"), "{stored}");
+
+    // `kdet data correct`: the teacher's fusion over the training boxes, with the recipe's
+    // settings (every prediction counts here, so the boxes move).
+    let noisy = root.join("train/annotations.noise-0.2.json");
+    let clean = root.join("train/annotations.json");
+    let images = root.join("train/images");
+    let json = dir.path().join("correction.json");
+    let printed = ok(&[
+        "data",
+        "correct",
+        &s(&noisy),
+        "--clean",
+        &s(&clean),
+        "--images",
+        &s(&images),
+        "--teacher",
+        &s(&teacher),
+        "--config",
+        &s(&recipe),
+        "--json",
+        &s(&json),
+    ]);
+    let r = read_json(&json);
+    let (before, after) = (
+        r["before"].as_f64().expect("f64"),
+        r["after"].as_f64().expect("f64"),
+    );
+    assert!(r["boxes"].as_u64().is_some_and(|n| n > 0), "{r}");
+    assert!(before > 0.0 && before < 1.0, "{r}");
+    assert!(
+        after != before && r["mean_weight"].as_f64().is_some_and(|w| w > 0.0),
+        "{r}"
+    );
+    assert!(printed.contains("before correction"), "{printed}");
+    // The clean file against itself: IoU 1 before any correction.
+    ok(&[
+        "data",
+        "correct",
+        &s(&clean),
+        "--clean",
+        &s(&clean),
+        "--images",
+        &s(&images),
+        "--teacher",
+        &s(&teacher),
+        "--json",
+        &s(&json),
+    ]);
+    assert_eq!(read_json(&json)["before"], 1.0);
+    // Files of different images are refused, naming both.
+    let err = fails(&[
+        "data",
+        "correct",
+        &s(&noisy),
+        "--clean",
+        &s(&root.join("val/annotations.json")),
+        "--images",
+        &s(&images),
+        "--teacher",
+        &s(&teacher),
+    ]);
+    assert!(
+        err.contains("annotations.noise-0.2.json") && err.contains("val/annotations.json"),
+        "{err}"
+    );
     t.insert(
         "distill".into(),
         crate::train::inline("box_correction = { topk = 0 }"),

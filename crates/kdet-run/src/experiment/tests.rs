@@ -290,3 +290,44 @@ fn model_family_chooses_the_defaults_and_is_checked() {
     let again = Experiment::from_toml_str(&e.to_toml().unwrap()).unwrap();
     assert_eq!(again.model.family(), "mask2former");
 }
+
+/// `data.synth.box_noise`: the training split reads the noisy file of that gamma, the
+/// validation split stays clean, a file without the key keeps its resolved form (no
+/// `box_noise` written), and a gamma that is not a positive number is refused by name.
+#[test]
+fn box_noise_trains_on_the_noisy_file_and_is_checked() {
+    let clean = Experiment::load_file(&ConfigFile::Shipped("distill/baseline_gfl_synth.toml"), &[])
+        .unwrap();
+    assert!(!clean.to_toml().unwrap().contains("box_noise"));
+    let file = ConfigFile::Shipped("noisy/noisy_gfl_synth.toml");
+    let set: Override = "data.synth.box_noise=0.4".parse().unwrap();
+    let noisy = Experiment::load_file(&file, &[set]).unwrap();
+    let (a, b) = (clean.split_paths(), noisy.split_paths());
+    assert_eq!(
+        b.train_json,
+        PathBuf::from("data/synth/train/annotations.noise-0.4.json")
+    );
+    assert_eq!(
+        (&a.train_images, &a.val_json, &a.val_images),
+        (&b.train_images, &b.val_json, &b.val_images)
+    );
+    assert_eq!(noisy.synth().unwrap().box_noise().unwrap(), Some(0.4));
+    for bad in ["0.0", "-0.1"] {
+        let set: Override = format!("data.synth.box_noise={bad}").parse().unwrap();
+        let e = Experiment::load_file(&file, &[set]).unwrap();
+        let err = e.synth().unwrap().box_noise().unwrap_err().to_string();
+        assert!(err.contains("data.synth.box_noise"), "{err}");
+    }
+    // The corrected student: the same data, NDet's official fusion settings.
+    let corrected =
+        Experiment::load_file(&ConfigFile::Shipped("noisy/corrected_gfl_synth.toml"), &[]).unwrap();
+    assert_eq!(
+        corrected.synth(),
+        Experiment::load_file(&file, &[]).unwrap().synth()
+    );
+    let fusion = corrected.distill.unwrap().box_correction.unwrap();
+    assert_eq!(
+        fusion,
+        kdet_distill::correction::BoxCorrectionConfig::default()
+    );
+}
