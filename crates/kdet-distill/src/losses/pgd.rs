@@ -42,9 +42,11 @@
 //! **Batch mixing** (spec §5 last gotcha). The official cls loss gets masks of shape
 //! `[N, 1, H, W]` and unsqueezes them to `[N, 1, 1, H, W]`, which broadcasts against the
 //! `[N, C, H, W]` features into `[N_mask, N_feat, C, H, W]`: every image's error is weighted
-//! by the masks of *all* images, i.e. by `Σ_m M_m`. The default here is the per-image
-//! formula above; `official_batch_mixing = true` reproduces the official behaviour (the
-//! two agree for `N = 1`). The reg branch has no such effect.
+//! by the masks of *all* images, i.e. by `Σ_m M_m`. That is the default here
+//! (`official_batch_mixing = true`, issue #20): the paper's coefficients were tuned on
+//! it, so the official configs' weights carry over only with it. `official_batch_mixing
+//! = false` is the per-image formula above (the two agree for `N = 1`). The reg branch
+//! has no such effect.
 //!
 //! **Deliberate deviations / notes**
 //! - The ±0.05 px noise comes from a deterministic hash (splitmix64 of seed, map kind,
@@ -118,9 +120,9 @@ pub struct PgdConfig {
     #[config(default = 0.6)]
     pub reg_quality_alpha: f32,
     /// Weight every image's cls error by the masks of all images of the batch, as the
-    /// official code does by a broadcasting side effect (spec §5 gotcha). Default: the
-    /// per-image formula.
-    #[config(default = false)]
+    /// official code does by a broadcasting side effect (spec §5 gotcha); the default, as
+    /// the paper's coefficients were tuned on it. `false`: the per-image formula.
+    #[config(default = true)]
     pub official_batch_mixing: bool,
 }
 

@@ -811,7 +811,7 @@ fn config_defaults_and_serde() {
         ),
         (30, 0.8, 0.6)
     );
-    assert!(!config.official_batch_mixing);
+    assert!(config.official_batch_mixing);
     assert_eq!(config.level_weight(1), 1.25);
     assert_eq!(config.level_weight(7), 2.0);
     assert_eq!(
