@@ -17,6 +17,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+. "$root/scripts/cell.sh"
 gammas=${GAMMAS:-"0.1 0.2 0.4"}
 seeds=${SEEDS:-"0 1 2"}
 # KDET_BIN=path uses that binary instead of building one.
@@ -27,18 +28,10 @@ bin=${KDET_BIN:-$root/target/release/kdet}
 # (their recipes are empty: it is never run).
 shipped=assets/teacher/gfl_synth_teacher-seed0.ckpt
 
-cell() { # config teacher seed out gamma
-  if [ -f "$4/eval.json" ]; then
-    echo "== $4: done, skipped"
-  elif [ -f "$4/last.ckpt" ]; then
-    echo "== $4: resuming"
-    "$bin" distill --out "$4" --resume >"$4.log" 2>&1
-  else
-    echo "== $4: distilling (log: $4.log)"
-    mkdir -p "$(dirname "$4")"
-    "$bin" distill --config "$1" --teacher "$2" --seed "$3" --out "$4" \
-      --set "data.synth.box_noise=$5" >"$4.log" 2>&1
-  fi
+cell() { # config teacher seed out gamma: a resumable cell (scripts/cell.sh), appended to out.log
+  mkdir -p "$(dirname "$4")"
+  run_cell "$bin" "$1" "$2" "$3" "$4" --set "data.synth.box_noise=$5" >>"$4.log" 2>&1
+  tail -n 1 "$4.log"
 }
 
 for gamma in $gammas; do

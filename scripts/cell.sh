@@ -1,10 +1,12 @@
-# One benchmark cell, resumable (sourced by scripts/bench-distill.sh and
-# scripts/bench-mask-distill.sh):
-#   run_cell BIN CONFIG TEACHER SEED OUT
+# One benchmark cell, resumable (sourced by scripts/bench-distill.sh,
+# scripts/bench-mask-distill.sh and scripts/bench-noisy.sh):
+#   run_cell BIN CONFIG TEACHER SEED OUT [DISTILL_ARG ...]
 # A finished cell (OUT/eval.json exists) is skipped, an interrupted one continues from its
-# last checkpoint, a new one runs `BIN distill --config CONFIG --teacher TEACHER --seed SEED`.
+# last checkpoint, a new one runs `BIN distill --config CONFIG --teacher TEACHER --seed SEED
+# --out OUT DISTILL_ARG...` (`--set` overrides: a resumed run reads them from its folder).
 run_cell() {
   local bin=$1 config=$2 teacher=$3 seed=$4 out=$5
+  shift 5
   if [ -f "$out/eval.json" ]; then
     echo "== $out: done, skipped"
   elif [ -f "$out/last.ckpt" ]; then
@@ -12,6 +14,6 @@ run_cell() {
     "$bin" distill --out "$out" --resume
   else
     echo "== $out: distilling"
-    "$bin" distill --config "$config" --teacher "$teacher" --seed "$seed" --out "$out"
+    "$bin" distill --config "$config" --teacher "$teacher" --seed "$seed" --out "$out" "$@"
   fi
 }
