@@ -173,7 +173,7 @@ def main() -> None:
         "**tbd is kdet's reconstruction of TBD from the paper's abstract** (no code or formulas",
         "are public; `kdet_distill::losses::tbd`), not the paper's method; rm_pfi follows the",
         "paper and MMRazor's unmerged PR #107 (no official code).",
-        "The LD, FGD, PKD, MGD, FBKD, RM + PFI, TBD and CWD recipes ship weights chosen by the tuning budget (next",
+        "The LD, FGD, PKD, MGD, FBKD, RM + PFI, TBD, CWD and FitNets recipes ship weights chosen by the tuning budget (next",
         "section, on a separate tuning split); the \"calibrated, before tuning\" rows are the",
         "same methods at their calibrated weights (`configs/distill/README.md`). FGD's recipe",
         "has since changed its temperature and its attention and global coefficients (issue",
