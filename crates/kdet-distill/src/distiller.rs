@@ -53,8 +53,9 @@ pub struct Distiller {
     pub entries: Vec<EntryModules>,
     #[module(skip)]
     plan: Arc<Vec<PlanEntry>>,
+    /// `None` for a teacher-free recipe.
     #[module(skip)]
-    teacher: Arc<Model>,
+    teacher: Option<Arc<Model>>,
     #[module(skip)]
     not_inherited: Arc<Vec<String>>,
     #[module(skip)]
@@ -84,7 +85,31 @@ impl Distiller {
         recipe: &RecipeConfig,
         input_size: ImageSize,
     ) -> Result<Self, DistillError> {
-        let (student, teacher): (Model, Model) = (student.into(), teacher.into());
+        Self::build(student.into(), Some(teacher.into()), recipe, input_size)
+    }
+
+    /// A distiller without a teacher: every recipe entry must be teacher-free (LGD), and
+    /// neither `inherit` nor `box_correction` may be set (both read a teacher).
+    pub fn teacher_free(
+        student: impl Into<Model>,
+        recipe: &RecipeConfig,
+        input_size: ImageSize,
+    ) -> Result<Self, DistillError> {
+        if recipe.inherit || recipe.box_correction.is_some() {
+            return Err(DistillError::Recipe(
+                "distill.inherit and distill.box_correction read a teacher, and this run has none"
+                    .into(),
+            ));
+        }
+        Self::build(student.into(), None, recipe, input_size)
+    }
+
+    fn build(
+        student: Model,
+        teacher: Option<Model>,
+        recipe: &RecipeConfig,
+        input_size: ImageSize,
+    ) -> Result<Self, DistillError> {
         let device = student
             .devices()
             .into_iter()
@@ -95,25 +120,28 @@ impl Distiller {
                 "the student must live on an autodiff device".into(),
             ));
         }
-        if teacher.devices().iter().any(|d| d.is_autodiff()) {
+        if teacher
+            .iter()
+            .any(|t| t.devices().iter().any(|d| d.is_autodiff()))
+        {
             return Err(DistillError::Device(
                 "the teacher must live on a plain (non-autodiff) device: it never trains".into(),
             ));
         }
         let student_shapes = TapShapes::probe(&student, input_size);
-        let teacher_shapes = TapShapes::probe(&teacher, input_size);
-        let plan = plan_recipe(recipe, &student, &teacher, &student_shapes, &teacher_shapes)?;
+        let teacher_shapes = teacher.as_ref().map(|t| TapShapes::probe(t, input_size));
+        let teacher_pair = teacher.as_ref().zip(teacher_shapes.as_ref());
+        let plan = plan_recipe(recipe, &student, teacher_pair, &student_shapes)?;
         if recipe.box_correction.is_some()
-            && (student.dense().is_none() || teacher.dense().is_none())
+            && (student.dense().is_none() || teacher.as_ref().is_none_or(|t| t.dense().is_none()))
         {
             return Err(DistillError::Recipe(
                 "distill.box_correction corrects boxes with a dense detector's predictions: the student and the teacher must be dense detectors".into(),
             ));
         }
-        let (student, not_inherited) = if recipe.inherit {
-            inherit_neck_and_head(student, &teacher)?
-        } else {
-            (student, Vec::new())
+        let (student, not_inherited) = match (&teacher, recipe.inherit) {
+            (Some(teacher), true) => inherit_neck_and_head(student, teacher)?,
+            _ => (student, Vec::new()),
         };
         // Connectors first, then the method's modules, entry by entry: the order in which
         // parameters are initialised (and so the weights a seed gives) is part of a run.
@@ -121,6 +149,11 @@ impl Distiller {
             .iter()
             .zip(&recipe.losses)
             .map(|(p, e)| {
+                // A teacher-free entry is wired against the student on both sides.
+                let (teacher, teacher_shapes) = match (&teacher, &teacher_shapes) {
+                    (Some(t), Some(ts)) if !p.loss.teacher_free() => (t, ts),
+                    _ => (&student, &student_shapes),
+                };
                 let connectors = match p.taps {
                     Some((st, tt)) => {
                         let (ss, ts) = (student_shapes.tap(st), teacher_shapes.tap(tt));
@@ -134,9 +167,9 @@ impl Distiller {
                 let wiring = Wiring {
                     entry: e,
                     student: &student,
-                    teacher: &teacher,
+                    teacher,
                     student_shapes: &student_shapes,
-                    teacher_shapes: &teacher_shapes,
+                    teacher_shapes,
                     taps: p.taps,
                     levels: &p.levels,
                 };
@@ -148,7 +181,7 @@ impl Distiller {
             student,
             entries,
             plan: Arc::new(plan),
-            teacher: Arc::new(teacher),
+            teacher: teacher.map(Arc::new),
             not_inherited: Arc::new(not_inherited),
             seed: 0,
             correction: recipe.box_correction.clone(),
@@ -173,8 +206,24 @@ impl Distiller {
         &self.plan
     }
 
-    pub fn teacher(&self) -> &Model {
-        &self.teacher
+    /// The frozen teacher (`None` for a teacher-free recipe).
+    pub fn teacher(&self) -> Option<&Model> {
+        self.teacher.as_deref()
+    }
+
+    /// The teacher, for the parts of a step only a run with a teacher reaches.
+    fn frozen_teacher(&self) -> &Model {
+        self.teacher
+            .as_deref()
+            .expect("Distiller::teacher_free refuses box correction and teacher methods")
+    }
+
+    /// Whether any entry active at optimizer step `step` freezes the student's backbone
+    /// ([`crate::method::KdMethod::freezes_student_backbone`]).
+    pub fn student_backbone_frozen(&self, step: u64) -> bool {
+        self.plan
+            .iter()
+            .any(|p| p.weight > 0.0 && p.loss.freezes_student_backbone(step))
     }
 
     /// The batch on the teacher's plain device.
@@ -207,8 +256,11 @@ impl Distiller {
         let (targets, teacher_first) = match &self.correction {
             Some(config) => {
                 let t0 = Instant::now();
-                let out = self.teacher.forward(&self.plain_batch(images));
-                let teacher = self.teacher.dense().expect("checked in Distiller::new");
+                let out = self.frozen_teacher().forward(&self.plain_batch(images));
+                let teacher = self
+                    .frozen_teacher()
+                    .dense()
+                    .expect("checked in Distiller::new");
                 corrected = correct_targets(config, teacher, &out, targets).0;
                 (
                     &corrected[..],
@@ -234,14 +286,19 @@ impl Distiller {
             });
             return (losses, timings);
         }
-        let (teacher_out, teacher_ms) = match teacher_first {
-            Some(done) => done,
-            None => {
+        // The teacher runs when an active entry reads it (never for teacher-free ones).
+        let needs_teacher = active
+            .iter()
+            .any(|&(i, _)| !self.plan[i].loss.teacher_free());
+        let (teacher_out, teacher_ms) = match (teacher_first, needs_teacher) {
+            (Some((out, ms)), _) => (Some(out), ms),
+            (None, true) => {
                 let t0 = Instant::now();
-                let out = self.teacher.forward(&self.plain_batch(images));
+                let out = self.frozen_teacher().forward(&self.plain_batch(images));
                 sync(&out);
-                (out, t0.elapsed().as_secs_f64() * 1e3)
+                (Some(out), t0.elapsed().as_secs_f64() * 1e3)
             }
+            (None, false) => (None, 0.0),
         };
         let t1 = Instant::now();
         let ctx = KdTargets {
@@ -252,6 +309,7 @@ impl Distiller {
         for (i, w) in active {
             let p = &self.plan[i];
             let modules = &self.entries[i];
+            let teacher_output = teacher_out.as_ref().filter(|_| !p.loss.teacher_free());
             let (student_features, teacher_features) = match p.taps {
                 Some((st, tt)) => (
                     select(&p.levels, tap_tensors(&student_out, st))
@@ -259,13 +317,13 @@ impl Distiller {
                         .zip(&modules.connectors)
                         .map(|(x, c)| c.forward(x))
                         .collect(),
-                    select(&p.levels, tap_tensors(&teacher_out, tt)),
+                    teacher_output.map_or_else(Vec::new, |t| select(&p.levels, tap_tensors(t, tt))),
                 ),
                 None => (Vec::new(), Vec::new()),
             };
             let inputs = KdInputs {
                 student: &student_out,
-                teacher: &teacher_out,
+                teacher_output,
                 student_features,
                 teacher_features,
                 levels: &p.levels,
@@ -274,14 +332,19 @@ impl Distiller {
                 step,
                 seed: self.seed,
                 student_model: &self.student,
-                teacher_model: &self.teacher,
+                frozen_teacher: teacher_output.and(self.teacher.as_deref()),
             };
             for term in p.loss.terms(&modules.method, &inputs) {
                 let key = LossKey::Kd {
                     entry: p.name.clone(),
                     term: (!term.name.is_empty()).then(|| term.name.to_string()),
                 };
-                losses.push_term(key, term.value * w);
+                let value = if term.weighted {
+                    term.value * w
+                } else {
+                    term.value
+                };
+                losses.push_term(key, value);
             }
         }
         let kd_ms = t1.elapsed().as_secs_f64() * 1e3;
@@ -293,7 +356,7 @@ impl Distiller {
 /// term (logged apart from the losses, as `metrics.jsonl`'s `timings`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KdTimings {
-    /// The teacher's forward (waited for).
+    /// The teacher's forward (waited for; 0 when no active entry reads a teacher).
     pub teacher_ms: f64,
     /// Every active entry's KD terms (their forward; the backward is in the step).
     pub kd_ms: f64,

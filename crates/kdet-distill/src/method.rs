@@ -50,11 +50,28 @@ pub enum TapUse {
 pub struct KdTerm {
     pub name: &'static str,
     pub value: Tensor<1>,
+    /// Whether the entry's weight and schedule multiply the term (every distillation
+    /// term). `false` for a term that trains a method's own modules at a fixed balance and
+    /// is not a distillation term: LGD's detection losses of its label-guided teacher.
+    pub weighted: bool,
 }
 
 impl KdTerm {
     pub fn new(name: &'static str, value: Tensor<1>) -> Self {
-        Self { name, value }
+        Self {
+            name,
+            value,
+            weighted: true,
+        }
+    }
+
+    /// A term the recipe weight and schedule leave alone (see [`KdTerm::weighted`]).
+    pub fn unweighted(name: &'static str, value: Tensor<1>) -> Self {
+        Self {
+            name,
+            value,
+            weighted: false,
+        }
     }
 
     /// The term of a single-term method.
@@ -70,8 +87,11 @@ pub struct Wiring<'a> {
     /// The entry as written (`levels`, `connector`, ...).
     pub entry: &'a RecipeEntry,
     pub student: &'a Model,
+    /// The teacher; for a teacher-free method ([`KdMethod::teacher_free`]) the student
+    /// itself (its shapes are what the method's modules produce).
     pub teacher: &'a Model,
     pub student_shapes: &'a TapShapes,
+    /// The teacher's tap shapes (the student's for a teacher-free method).
     pub teacher_shapes: &'a TapShapes,
     /// `(student tap, teacher tap)` of a feature method; `None` for fixed taps.
     pub taps: Option<(Tap, Tap)>,
@@ -125,12 +145,14 @@ impl Wiring<'_> {
 pub struct KdInputs<'a> {
     /// The student's output (autodiff device).
     pub student: &'a DetectorOutput,
-    /// The teacher's output (plain device: constants in the student's graph).
-    pub teacher: &'a DetectorOutput,
+    /// The teacher's output (plain device: constants in the student's graph); `None` for a
+    /// teacher-free method ([`KdMethod::teacher_free`]). Read it with [`KdInputs::teacher`].
+    pub teacher_output: Option<&'a DetectorOutput>,
     /// Feature methods: the selected student levels after the entry's connectors (teacher
     /// channels). Empty for fixed-tap methods.
     pub student_features: Vec<Tensor<4>>,
-    /// Feature methods: the teacher's selected levels. Empty for fixed-tap methods.
+    /// Feature methods: the teacher's selected levels. Empty for fixed-tap and
+    /// teacher-free methods.
     pub teacher_features: Vec<Tensor<4>>,
     /// The selected levels (into the feature taps, or into the head levels).
     pub levels: &'a [usize],
@@ -145,17 +167,38 @@ pub struct KdInputs<'a> {
     pub seed: u64,
     /// The student model (its head's class count, `reg_max`, ...).
     pub student_model: &'a Model,
-    /// The frozen teacher model (PGD decodes its boxes).
-    pub teacher_model: &'a Model,
+    /// The frozen teacher model (PGD decodes its boxes); `None` for a teacher-free method.
+    /// Read it with [`KdInputs::teacher_model`].
+    pub frozen_teacher: Option<&'a Model>,
 }
 
+const TEACHER_GIVEN: &str =
+    "the distiller runs the teacher for every method that is not teacher-free";
+
 impl KdInputs<'_> {
+    /// The teacher's output.
+    ///
+    /// # Panics
+    /// For a teacher-free method (the distiller gives every other method the teacher).
+    pub fn teacher(&self) -> &DetectorOutput {
+        self.teacher_output.expect(TEACHER_GIVEN)
+    }
+
+    /// The frozen teacher model.
+    ///
+    /// # Panics
+    /// For a teacher-free method.
+    pub fn teacher_model(&self) -> &Model {
+        self.frozen_teacher.expect(TEACHER_GIVEN)
+    }
+
     /// Student and teacher detectors, for a method that [`KdMethod::needs_dense_head`].
     ///
     /// # Panics
-    /// If either is not a dense detector (the planner rejects that first).
+    /// If either is not a dense detector (the planner rejects that first), or for a
+    /// teacher-free method.
     pub fn dense_models(&self) -> (&Detector, &Detector) {
-        dense_pair(self.student_model, self.teacher_model)
+        dense_pair(self.student_model, self.teacher_model())
     }
 
     /// The selected levels of a fixed tap, student side.
@@ -165,7 +208,7 @@ impl KdInputs<'_> {
 
     /// The selected levels of a fixed tap, teacher side.
     pub fn teacher_tap(&self, tap: Tap) -> Vec<Tensor<4>> {
-        crate::taps::select(self.levels, crate::taps::tap_tensors(self.teacher, tap))
+        crate::taps::select(self.levels, crate::taps::tap_tensors(self.teacher(), tap))
     }
 }
 
@@ -201,6 +244,22 @@ pub trait KdMethod:
     /// fixed-tap methods, which compare head maps prior by prior.
     fn needs_dense_head(&self) -> bool {
         matches!(self.tap_use(), TapUse::Fixed(_))
+    }
+
+    /// Whether the method needs no teacher (LGD: its "teacher" is built from the labels
+    /// and the student's own features by its modules). A recipe of teacher-free entries
+    /// only runs without a teacher; such an entry gets no teacher output, no teacher
+    /// features, and the student as the wiring's teacher.
+    fn teacher_free(&self) -> bool {
+        false
+    }
+
+    /// Whether the student's backbone must not change at optimizer step `step` (LGD's
+    /// `PRE_FREEZE_STUDENT_BACKBONE_ITERS`): the loop drops the backbone's gradients, so
+    /// the optimizer leaves its parameters and their state alone, as PyTorch does for a
+    /// parameter whose `grad` is `None`.
+    fn freezes_student_backbone(&self, _step: u64) -> bool {
+        false
     }
 
     /// Method-specific wiring checks, after the generic ones (levels exist, map sizes,
@@ -288,6 +347,10 @@ macro_rules! kd_methods {
 
         /// The trainable modules of one recipe entry's method (generated with
         /// [`KdLossConfig`]; one variant per method).
+        // One value per recipe entry, built once per run: a large variant (LGD's dynamic
+        // teacher holds some twenty layers inline) costs nothing worth a box, which burn's
+        // `Module` derive does not support.
+        #[allow(clippy::large_enum_variant)]
         #[derive(burn::module::Module, Debug)]
         pub enum KdModules {
             $($variant(<$config as $crate::method::KdMethod>::Modules),)+
@@ -340,6 +403,18 @@ macro_rules! kd_methods {
             pub fn needs_dense_head(&self) -> bool {
                 match self {
                     $(Self::$variant(c) => $crate::method::KdMethod::needs_dense_head(c),)+
+                }
+            }
+
+            pub fn teacher_free(&self) -> bool {
+                match self {
+                    $(Self::$variant(c) => $crate::method::KdMethod::teacher_free(c),)+
+                }
+            }
+
+            pub fn freezes_student_backbone(&self, step: u64) -> bool {
+                match self {
+                    $(Self::$variant(c) => $crate::method::KdMethod::freezes_student_backbone(c, step),)+
                 }
             }
 

@@ -4,7 +4,7 @@
 //! generated from these lines ([`crate::kd_methods!`]); each method lives in its own file
 //! under `losses/` and implements [`crate::method::KdMethod`].
 
-use crate::losses::{cwd, fbkd, fgd, fitnet, frs, kd, ld, mgd, mqkd, pgd, pkd, rm_pfi, tbd};
+use crate::losses::{cwd, fbkd, fgd, fitnet, frs, kd, ld, lgd, mgd, mqkd, pgd, pkd, rm_pfi, tbd};
 
 crate::kd_methods! {
     /// Hinton logit KD on every prior's class logits (MMRazor `KLDivergence`).
@@ -33,6 +33,9 @@ crate::kd_methods! {
     /// Task-balanced distillation: harmony distillation and task-decoupled feature masks
     /// (kdet's reconstruction from the abstract; no code or formulas are public).
     Tbd(tbd::TbdConfig),
+    /// Label-guided self-distillation (megvii-research/LGD): a teacher-free method whose
+    /// dynamic teacher is built from the labels and the student's own features.
+    Lgd(lgd::LgdConfig),
     /// Matched-query KD between query models (DETR-lite, Mask2Former-lite): class, mask
     /// and box KD on Hungarian-matched student/teacher queries (kdet's reconstruction).
     MatchedQueryKd(mqkd::MatchedQueryKdConfig),

@@ -27,19 +27,31 @@ pub struct PlanEntry {
 /// Validates a recipe against the student's and teacher's taps and resolves defaults.
 ///
 /// `student_shapes`/`teacher_shapes` come from [`TapShapes::probe`] on the training
-/// input size. Every error names the entry (`distill.losses[i] (name): ...`).
+/// input size; `teacher` is `None` for a run without a teacher, where every entry must be
+/// teacher-free ([`crate::method::KdMethod::teacher_free`]). A teacher-free entry is
+/// planned against the student on both sides. Every error names the entry
+/// (`distill.losses[i] (name): ...`).
 pub fn plan_recipe(
     recipe: &RecipeConfig,
     student: &Model,
-    teacher: &Model,
+    teacher: Option<(&Model, &TapShapes)>,
     student_shapes: &TapShapes,
-    teacher_shapes: &TapShapes,
 ) -> Result<Vec<PlanEntry>, DistillError> {
     recipe.validate().map_err(DistillError::Recipe)?;
     let mut plan = Vec::with_capacity(recipe.losses.len());
     for (i, e) in recipe.losses.iter().enumerate() {
         let name = e.name();
         let err = |m: String| DistillError::Recipe(format!("distill.losses[{i}] ({name}): {m}"));
+        let (teacher, teacher_shapes) = match (e.loss.teacher_free(), teacher) {
+            (true, _) => (student, student_shapes),
+            (false, Some(pair)) => pair,
+            (false, None) => {
+                return Err(err(format!(
+                    "{} distils a teacher, and this run has none (only teacher-free methods such as lgd run without one)",
+                    e.loss.method()
+                )));
+            }
+        };
         let (ks, kt) = (student.num_classes(), teacher.num_classes());
         if e.loss.compares_classes() && ks != kt {
             return Err(err(format!(

@@ -118,6 +118,16 @@ pub struct RecipeConfig {
 }
 
 impl RecipeConfig {
+    /// Whether the recipe runs without a teacher: it has entries, every one of a
+    /// teacher-free method (LGD), and neither `inherit` nor `box_correction` (both read a
+    /// teacher).
+    pub fn teacher_free(&self) -> bool {
+        !self.losses.is_empty()
+            && self.losses.iter().all(|e| e.loss.teacher_free())
+            && !self.inherit
+            && self.box_correction.is_none()
+    }
+
     /// Checks what can be checked without the models: unique names, weights, schedules,
     /// tap fields only on feature methods.
     pub fn validate(&self) -> Result<(), String> {

@@ -143,7 +143,60 @@ loss = { type = "fbkd", reductions = [2, 2, 2], maxpool_strides = [2, 1, 1] }
 loss = { type = "rm_pfi" }
 [[losses]]
 loss = { type = "tbd" }
+[[losses]]
+loss = { type = "lgd", heads = 4 }
 "#;
+
+/// LGD runs without a teacher: no teacher forward, its dynamic teacher's detection loss
+/// is not scaled by the recipe weight (the distillation term is), the backbone freeze
+/// follows the step, and a recipe needing a teacher is refused by a teacher-free
+/// distiller, naming the entry.
+#[test]
+fn lgd_runs_without_a_teacher() {
+    let device = Device::flex().autodiff();
+    device.seed(5);
+    let lgd = |weight: f32| {
+        recipe(&format!(
+            "[[losses]]\nloss = {{ type = \"lgd\", heads = 4, freeze_backbone_steps = 2 }}\nweight = {weight}"
+        ))
+    };
+    let student = config(8, 16).init(&device);
+    let one = Distiller::teacher_free(student.clone(), &lgd(1.0), size()).expect("lgd alone");
+    let mut three = Distiller::teacher_free(student.clone(), &lgd(3.0), size()).expect("lgd alone");
+    // The same modules in both: only the recipe weight differs.
+    three.entries = one.entries.clone();
+    assert!(one.teacher().is_none());
+    assert!(one.student_backbone_frozen(1) && !one.student_backbone_frozen(2));
+    let (images, targets) = batch(&device);
+    let terms = |d: &Distiller| {
+        let (losses, timings) = d.step_losses_timed(&images, &targets, 0);
+        assert_eq!(timings.expect("active").teacher_ms, 0.0);
+        let scalars = losses.scalars();
+        let get = |name: &str| {
+            scalars
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("{name} in {scalars:?}"))
+                .1
+        };
+        (get("kd.lgd.distill"), get("kd.lgd.teacher"))
+    };
+    // The recipe weight scales the distillation term only.
+    let (d1, t1) = terms(&one);
+    assert!(d1.is_finite() && d1 > 0.0 && t1.is_finite() && t1 > 0.0);
+    let (d3, t3) = terms(&three);
+    assert!((d3 - 3.0 * d1).abs() <= 1e-4 * d3.abs(), "{d3} vs 3 x {d1}");
+    assert!((t3 - t1).abs() <= 1e-5 * t1.abs(), "{t3} vs {t1}");
+
+    let err = Distiller::teacher_free(
+        student,
+        &recipe("[[losses]]\nloss = { type = \"cwd\" }"),
+        size(),
+    )
+    .expect_err("cwd needs a teacher");
+    let msg = err.to_string();
+    assert!(msg.contains("cwd") && msg.contains("teacher"), "{msg}");
+}
 
 #[test]
 fn every_method_trains_the_student_and_its_modules_and_never_the_teacher() {
@@ -231,6 +284,8 @@ fn every_method_trains_the_student_and_its_modules_and_never_the_teacher() {
             "kd.rm_pfi.pfi",
             "kd.tbd.hd",
             "kd.tbd.tfd",
+            "kd.lgd.distill",
+            "kd.lgd.teacher",
         ],
     );
     assert_ne!(
@@ -238,7 +293,7 @@ fn every_method_trains_the_student_and_its_modules_and_never_the_teacher() {
         student_before,
         "the student trained"
     );
-    let teacher = distiller.teacher();
+    let teacher = distiller.teacher().expect("a teacher run");
     assert_eq!(
         crc(teacher),
         teacher_before,
@@ -441,7 +496,7 @@ fn box_correction_trains_the_student_on_the_teachers_fused_boxes() {
         size(),
     )
     .expect("valid recipe");
-    let teacher_before = crc(d.teacher());
+    let teacher_before = crc(d.teacher().unwrap());
     let (images, targets) = batch(&device);
     let (losses, timings) = d.step_losses_timed(&images, &targets, 0);
     assert!(timings.is_some_and(|t| t.teacher_ms >= 0.0 && t.kd_ms == 0.0));
@@ -452,9 +507,9 @@ fn box_correction_trains_the_student_on_the_teachers_fused_boxes() {
         images.resized_sizes().to_vec(),
     )
     .expect("batch");
-    let out = d.teacher().forward(&plain_batch);
+    let out = d.teacher().unwrap().forward(&plain_batch);
     let config = r.box_correction.as_ref().expect("set");
-    let (corrected, stats) = correct_targets(config, dense(d.teacher()), &out, &targets);
+    let (corrected, stats) = correct_targets(config, dense(d.teacher().unwrap()), &out, &targets);
     assert!(stats.boxes > 0 && stats.mean_weight > 0.0, "{stats:?}");
     for (c, t) in corrected.iter().zip(&targets) {
         assert_eq!(c.classes(), t.classes());
@@ -467,5 +522,5 @@ fn box_correction_trains_the_student_on_the_teachers_fused_boxes() {
     let grads = losses.total().expect("losses").backward();
     let (mass, _) = grad_mass(&d.student, &grads);
     assert!(mass > 0.0);
-    assert_eq!(crc(d.teacher()), teacher_before);
+    assert_eq!(crc(d.teacher().unwrap()), teacher_before);
 }

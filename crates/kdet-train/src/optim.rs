@@ -85,6 +85,24 @@ impl ModuleVisitor for Scale<'_> {
     }
 }
 
+/// Removes the gradients of `module`'s parameters.
+struct Drop<'a> {
+    grads: &'a mut GradientsParams,
+}
+
+impl ModuleVisitor for Drop<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = self.grads.remove::<D>(param.id);
+    }
+}
+
+/// Removes every gradient of `module`'s parameters, so the optimizer step leaves them and
+/// their state (momentum) alone, as PyTorch does for a parameter whose `grad` is `None`
+/// (LGD zeroes the student backbone's gradients that way in its first iterations).
+pub fn drop_grads<M: Module>(module: &M, grads: &mut GradientsParams) {
+    module.visit(&mut Drop { grads });
+}
+
 /// The L2 norm of all of `module`'s gradients taken together (0 when there are none).
 pub fn global_grad_norm<M: Module>(module: &M, grads: &GradientsParams) -> f64 {
     let mut v = SquaredNorm {
@@ -167,6 +185,15 @@ mod tests {
         // Per-parameter clipping (burn's GradientClipping::Norm) would give b[0] = 1.0.
         assert!(b[0] < 0.7);
         assert!((global_grad_norm(&m, &grads) - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn dropped_gradients_are_gone_and_the_others_kept() {
+        let (m, mut grads) = setup();
+        drop_grads(&m.a, &mut grads);
+        assert!(grads.get::<1>(m.a.id).is_none());
+        assert!(grads.get::<2>(m.b.id).is_some());
+        assert!((global_grad_norm(&m, &grads) - 4.0).abs() < 1e-6);
     }
 
     #[test]

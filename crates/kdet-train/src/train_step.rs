@@ -1,6 +1,7 @@
 //! What a model provides to be trained: [`TrainStep`].
 
 use burn::module::Module;
+use burn::optim::GradientsParams;
 use kdet_data::DetectionBatch;
 use kdet_distill::Distiller;
 use kdet_models::LossDict;
@@ -22,6 +23,10 @@ pub trait TrainStep: Module + 'static {
             timings: Vec::new(),
         }
     }
+
+    /// Removes, before clipping and the update, the gradients of parameters that must not
+    /// change at optimizer step `step` (a frozen phase of a method); none by default.
+    fn drop_frozen_grads(&self, _grads: &mut GradientsParams, _step: u64) {}
 }
 
 /// A step's losses and its timings (milliseconds, by name: `metrics.jsonl`'s `timings`,
@@ -44,6 +49,13 @@ impl TrainStep for Distiller {
         StepLosses {
             losses,
             timings: timings.map_or_else(Vec::new, |t| t.named().to_vec()),
+        }
+    }
+
+    /// LGD's first phase: the student's backbone keeps its weights.
+    fn drop_frozen_grads(&self, grads: &mut GradientsParams, step: u64) {
+        if self.student_backbone_frozen(step) {
+            crate::optim::drop_grads(self.student.backbone(), grads);
         }
     }
 }

@@ -516,6 +516,7 @@ where
         };
         drop(losses);
         let mut grads = GradientsParams::from_grads(total.backward(), &model);
+        model.drop_frozen_grads(&mut grads, index);
         let grad_norm = match &self.config.grad_clip {
             Some(clip) => {
                 let norm = clip_global_norm(&model, &mut grads, clip.max_norm);

@@ -404,7 +404,7 @@ impl KdMethod for LdConfig {
         let terms = ld_loss(
             self,
             &inputs.student.head,
-            &inputs.teacher.head,
+            &inputs.teacher().head,
             inputs.assignment,
             &vlr,
             head.num_classes(),

@@ -23,6 +23,7 @@ pub mod fitnet;
 pub mod frs;
 pub mod kd;
 pub mod ld;
+pub mod lgd;
 pub mod mgd;
 pub mod mqkd;
 pub mod pgd;

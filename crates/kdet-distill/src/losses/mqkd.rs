@@ -685,7 +685,7 @@ impl KdMethod for MatchedQueryKdConfig {
 
     fn terms(&self, _modules: &NoModules, inputs: &KdInputs) -> Vec<KdTerm> {
         let teacher = inputs
-            .teacher
+            .teacher()
             .queries
             .last()
             .expect("the planner checks that the teacher has query layers");

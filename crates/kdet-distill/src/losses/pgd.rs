@@ -716,7 +716,7 @@ impl KdMethod for PgdConfig {
 
     fn terms(&self, _modules: &NoModules, inputs: &KdInputs) -> Vec<KdTerm> {
         let priors = inputs.assignment.priors();
-        let predictions = teacher_predictions(inputs.dense_models().1, inputs.teacher, priors);
+        let predictions = teacher_predictions(inputs.dense_models().1, inputs.teacher(), priors);
         let ignore: Vec<Vec<bool>> = inputs
             .assignment
             .images
@@ -739,9 +739,9 @@ impl KdMethod for PgdConfig {
         let terms = pgd_loss(
             self,
             &all(inputs.student, Tap::ClsTower),
-            &all(inputs.teacher, Tap::ClsTower),
+            &all(inputs.teacher(), Tap::ClsTower),
             &all(inputs.student, Tap::RegTower),
-            &all(inputs.teacher, Tap::RegTower),
+            &all(inputs.teacher(), Tap::RegTower),
             &masks,
         );
         vec![

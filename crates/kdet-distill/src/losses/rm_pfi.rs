@@ -316,7 +316,7 @@ impl KdMethod for RmPfiConfig {
 
     fn terms(&self, _modules: &NoModules, inputs: &KdInputs) -> Vec<KdTerm> {
         let student_cls = tap_tensors(inputs.student, Tap::ClsLogits);
-        let teacher_cls = tap_tensors(inputs.teacher, Tap::ClsLogits);
+        let teacher_cls = tap_tensors(inputs.teacher(), Tap::ClsLogits);
         let k = inputs.dense_models().0.head.num_classes();
         let rm = rank_mimic_loss(
             flatten_levels(student_cls.clone(), k),

@@ -292,7 +292,7 @@ impl KdMethod for TbdConfig {
 
     fn terms(&self, _modules: &NoModules, inputs: &KdInputs) -> Vec<KdTerm> {
         let priors = inputs.assignment.priors();
-        let teacher = teacher_predictions(inputs.dense_models().1, inputs.teacher, priors);
+        let teacher = teacher_predictions(inputs.dense_models().1, inputs.teacher(), priors);
         let k = teacher.num_classes;
         let entries = harmony_entries(&teacher, inputs.assignment, inputs.targets.gt);
         let hd = harmony_distillation(
