@@ -20,6 +20,9 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Logged KD terms the recipe weight does not scale (kdet_distill::KdTerm::unweighted): LGD's
+# dynamic teacher trains on its own detection losses, not a distillation term.
+UNWEIGHTED = {"kd.lgd.teacher"}
 
 
 def kdet_out(kdet, *args):
@@ -42,7 +45,10 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     for m in methods:
         cfg = ROOT / f"configs/distill/{m}_gfl_synth.toml"
-        entries = tomllib.loads(kdet_out(kdet, "config", "print", "--config", str(cfg)))["distill"]["losses"]
+        resolved = tomllib.loads(kdet_out(kdet, "config", "print", "--config", str(cfg)))
+        entries = resolved["distill"]["losses"]
+        # A teacher-free recipe (LGD) runs without one.
+        with_teacher = ["--teacher", str(teacher)] if "teacher" in resolved else []
         # Weight 1 and full weight from the first step (no warm-up) for the measurement;
         # a training line every step.
         sets = ["--set=train.log_every=1"]
@@ -50,7 +56,7 @@ def main() -> None:
             sets += [f"--set=distill.losses.{i}.weight=1", f"--set=distill.losses.{i}.schedule={{}}"]
         run = out_dir / m
         shutil.rmtree(run, ignore_errors=True)
-        subprocess.run([str(kdet), "distill", "--config", str(cfg), *sets, "--teacher", str(teacher),
+        subprocess.run([str(kdet), "distill", "--config", str(cfg), *sets, *with_teacher,
                         "--out", str(run), "--max-steps", "5"], check=True, capture_output=True)
         task, kd = [], []
         for line in (run / "metrics.jsonl").read_text().splitlines():
@@ -59,7 +65,7 @@ def main() -> None:
             if not losses:
                 continue
             task.append(sum(v for k, v in losses.items() if k.startswith("loss_")))
-            kd.append(sum(v for k, v in losses.items() if k.startswith("kd.")))
+            kd.append(sum(v for k, v in losses.items() if k.startswith("kd.") and k not in UNWEIGHTED))
         t, k = statistics.mean(task), statistics.mean(kd)
         print(f"| {m} | {t:.3f} | {k:.3f} | {t / k:.3g} |")
 

@@ -27,7 +27,7 @@ factors=${FACTORS:-"1 0.25 4"}
 # The calibrated weights (python3 scripts/calibrate-kd.py; configs/distill/README.md).
 declare -A calibrated=([ld]=0.98 [fgd]=0.0087 [pkd]=0.9 [cwd]=0.22 [fitnet]=0.46
   [logit_kd]=0.074 [frs]=0.0023 [pgd]=0.0191 [mgd]=0.149 [fbkd]=1.65
-  [rm_pfi]=0.0172 [tbd]=1.22)
+  [rm_pfi]=0.0172 [tbd]=1.22 [lgd]=1.34)
 # PARALLEL=0 runs the factors of a method one after the other (with all cores each).
 parallel=${PARALLEL:-1}
 if [ -z "${KDET_BIN:-}" ]; then cargo build --release --quiet; fi
@@ -74,7 +74,10 @@ cell() { # method factor
   else
     echo "== $out: distilling (log: $out.log)"
     mapfile -t sets < <(python3 scripts/tune/scaled_recipe.py "$bin" "$config" "$2" "${calibrated[$1]}")
-    "$bin" distill --config "$config" "${sets[@]}" --teacher "$teacher" --seed 0 --out "$out" \
+    # A teacher-free recipe (LGD: no `[teacher]` in its resolved experiment) runs without.
+    local with_teacher=(--teacher "$teacher")
+    if ! "$bin" config print --config "$config" | grep -q '^\[teacher\]'; then with_teacher=(); fi
+    "$bin" distill --config "$config" "${sets[@]}" "${with_teacher[@]}" --seed 0 --out "$out" \
       >"$out.log" 2>&1
   fi
 }

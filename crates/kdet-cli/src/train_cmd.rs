@@ -96,8 +96,14 @@ fn experiment_and_run_dir(args: &TrainArgs) -> Result<(Experiment, PathBuf)> {
         experiment.train.seed = seed;
     }
     if let Some(teacher) = &args.teacher {
-        if experiment.distill.is_none() {
-            bail!("--teacher is for `kdet distill` experiments (with a `[distill]` section)");
+        match &experiment.distill {
+            None => {
+                bail!("--teacher is for `kdet distill` experiments (with a `[distill]` section)")
+            }
+            Some(recipe) if recipe.teacher_free() => bail!(
+                "--teacher: the `[distill]` recipe is teacher-free (lgd builds its teacher from the labels) and reads no teacher"
+            ),
+            Some(_) => {}
         }
         experiment.teacher = Some(TeacherConfig::with_path(
             experiment.teacher.as_ref(),
@@ -126,9 +132,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
 /// `kdet distill`: trains the experiment's student with its `[distill]` recipe.
 pub fn run_distill(args: TrainArgs) -> Result<()> {
     let (experiment, run_dir) = experiment_and_run_dir(&args)?;
-    if experiment.distill.is_none() || experiment.teacher.is_none() {
+    let Some(recipe) = &experiment.distill else {
         bail!(
-            "`kdet distill` needs a `teacher` and a `[distill]` section in the experiment (use `kdet train` without them)"
+            "`kdet distill` needs a `[distill]` section in the experiment (use `kdet train` without it)"
+        );
+    };
+    if experiment.teacher.is_none() && !recipe.teacher_free() {
+        bail!(
+            "`kdet distill` needs a `teacher` in the experiment (only a recipe of teacher-free methods, lgd, runs without one)"
         );
     }
     go(&args, experiment, run_dir)

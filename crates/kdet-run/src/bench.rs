@@ -122,7 +122,7 @@ pub fn train_bench(
     let student = student_model(experiment, device, true)?;
     device.seed(experiment.train.seed);
     let distilled = student_model(experiment, device, true)?;
-    let distiller = distiller_of(distilled, teacher.clone(), recipe, experiment)?;
+    let distiller = distiller_of(distilled, Some(teacher.clone()), recipe, experiment)?;
 
     // The data pipeline alone, from a cold start of its workers.
     let loader_rate = if options.loader_batches > 0 {

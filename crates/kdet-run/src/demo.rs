@@ -114,7 +114,7 @@ impl DemoTask {
     }
 
     /// The methods with a shipped recipe for this pair (`configs/distill/<method>_PAIR.toml`,
-    /// the baseline left out), sorted.
+    /// the baseline and the teacher-free schedule it extends left out), sorted.
     pub fn methods(self) -> Vec<&'static str> {
         if self == DemoTask::NoisyBoxes {
             return vec![NDET];
@@ -122,7 +122,7 @@ impl DemoTask {
         let suffix = format!("_{}.toml", self.pair());
         crate::shipped::config_names()
             .filter_map(|n| n.strip_prefix("distill/")?.strip_suffix(suffix.as_str()))
-            .filter(|m| *m != "baseline")
+            .filter(|m| !["baseline", "schedule"].contains(m))
             .collect()
     }
 }
@@ -377,7 +377,10 @@ fn student(
         s.method || first_key(o) != Some("distill")
     })?;
     e.train.seed = options.seed;
-    e.teacher = Some(TeacherConfig::Checkpoint(teacher.to_path_buf()));
+    // A teacher-free recipe (LGD) reads no teacher and refuses one.
+    if !e.distill.as_ref().is_some_and(|r| r.teacher_free()) {
+        e.teacher = Some(TeacherConfig::Checkpoint(teacher.to_path_buf()));
+    }
     if let (Some(gamma), DataSource::Synth(synth)) = (s.box_noise, &mut e.data.source) {
         synth.box_noise = Some(gamma);
     }
@@ -588,10 +591,10 @@ mod tests {
     fn tasks_find_their_recipes_and_teachers() {
         assert_eq!(DemoTask::Segm.methods(), ["mqkd", "pkd"]);
         let det = DemoTask::Det.methods();
-        for m in ["ld", "pkd", "mgd", "fgd"] {
+        for m in ["ld", "pkd", "mgd", "fgd", "lgd"] {
             assert!(det.contains(&m), "{det:?}");
         }
-        assert!(!det.contains(&"baseline") && !det.contains(&"mqkd"));
+        assert!(!det.contains(&"baseline") && !det.contains(&"schedule") && !det.contains(&"mqkd"));
         for task in DemoTask::ALL {
             assert_eq!(DemoTask::from_name(task.name()).unwrap(), task);
             assert!(task.methods().contains(&task.default_method()));

@@ -575,8 +575,15 @@ impl Experiment {
                 "`teacher` ({}) needs a `[distill]` section (the recipe)",
                 t.path().display()
             ),
+            (None, Some(recipe)) if recipe.teacher_free() => {
+                recipe.validate().map_err(|e| anyhow::anyhow!("{e}"))?
+            }
             (None, Some(_)) => bail!(
-                "`[distill]` needs a teacher: `teacher.checkpoint = \"RUN_DIR/last.ckpt\"` (a `kdet train` checkpoint), or `[teacher.weights]` with `path`, `model` and `source` (a .pth / .pt / .safetensors file)"
+                "`[distill]` needs a teacher: `teacher.checkpoint = \"RUN_DIR/last.ckpt\"` (a `kdet train` checkpoint), or `[teacher.weights]` with `path`, `model` and `source` (a .pth / .pt / .safetensors file); only a recipe of teacher-free methods (lgd) runs without one"
+            ),
+            (Some(t), Some(recipe)) if recipe.teacher_free() => bail!(
+                "`teacher` ({}) is set but the `[distill]` recipe is teacher-free (lgd builds its teacher from the labels): remove `teacher`",
+                t.path().display()
             ),
             (Some(_), Some(recipe)) => recipe.validate().map_err(|e| anyhow::anyhow!("{e}"))?,
             (None, None) => {}

@@ -106,31 +106,40 @@ pub fn student_model(e: &Experiment, device: &Device, load_pretrained: bool) -> 
 
 /// The experiment's distiller: its teacher loaded on the plain device beneath `device`,
 /// its student built on `device` (the order matters: both draw from the seeded backend
-/// RNG), checked against the recipe.
+/// RNG), checked against the recipe. A teacher-free recipe (LGD) loads no teacher.
 pub fn distiller(e: &Experiment, device: &Device, load_pretrained: bool) -> Result<Distiller> {
-    let (Some(teacher), Some(recipe)) = (&e.teacher, &e.distill) else {
+    let Some(recipe) = &e.distill else {
         bail!(
-            "distillation needs a `teacher` and a `[distill]` section in the experiment (use `kdet train` without them)"
+            "distillation needs a `[distill]` section in the experiment (use `kdet train` without it)"
         );
     };
-    let teacher = load_teacher(teacher, e, &device.clone().inner())?;
+    let teacher = match &e.teacher {
+        Some(teacher) => Some(load_teacher(teacher, e, &device.clone().inner())?),
+        None if recipe.teacher_free() => None,
+        None => bail!(
+            "distillation needs a `teacher` in the experiment (only a recipe of teacher-free methods, lgd, runs without one)"
+        ),
+    };
     let student = student_model(e, device, load_pretrained)?;
     distiller_of(student, teacher, recipe, e)
 }
 
-/// A distiller of `student` and `teacher` with the recipe, checked before the first step;
-/// reports what `inherit` could not copy.
+/// A distiller of `student` and `teacher` (`None` for a teacher-free recipe) with the
+/// recipe, checked before the first step; reports what `inherit` could not copy.
 pub fn distiller_of(
     student: Model,
-    teacher: Model,
+    teacher: Option<Model>,
     recipe: &RecipeConfig,
     e: &Experiment,
 ) -> Result<Distiller> {
     // The run's seed reaches the methods that draw random numbers (MGD's masks), so a
     // resumed run draws the same ones and another seed other ones.
-    let distiller = Distiller::new(student, teacher, recipe, probe_size(e))
-        .context("checking the `[distill]` recipe")?
-        .with_seed(e.train.seed);
+    let distiller = match teacher {
+        Some(teacher) => Distiller::new(student, teacher, recipe, probe_size(e)),
+        None => Distiller::teacher_free(student, recipe, probe_size(e)),
+    }
+    .context("checking the `[distill]` recipe")?
+    .with_seed(e.train.seed);
     if !distiller.not_inherited().is_empty() {
         println!(
             "distill.inherit: copied the teacher's head and neck except (shapes differ, initial values kept): {}",

@@ -203,14 +203,70 @@ fn shipped_recipes_parse_and_validate() {
             continue;
         }
         let printed = ok(&["config", "print", "--config", &s(&path)]);
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .to_string();
+        if name.starts_with("schedule_") {
+            // The teacher-free schedule the recipes extend: a plain training run.
+            assert!(!printed.contains("[distill]"), "{name}");
+            continue;
+        }
+        // Every recipe has a teacher but the teacher-free ones (LGD), which refuse one.
+        let teacher_free = printed.contains("type = \"lgd\"");
         assert!(
-            printed.contains("[distill]") && printed.contains("teacher"),
-            "{}",
-            path.display()
+            printed.contains("[distill]") && printed.contains("[teacher]") != teacher_free,
+            "{name}"
         );
         n += 1;
     }
     assert!(n >= 8, "{n} recipes");
+}
+
+/// LGD distils without a teacher (its dynamic teacher's detection loss and the
+/// distillation term logged every step) and refuses one, from `--teacher` or the file.
+#[test]
+fn lgd_distils_without_a_teacher_and_refuses_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    tiny_config(dir.path());
+    let recipe = "[[distill.losses]]\nloss = { type = \"lgd\", pre_nondistill_steps = 2, freeze_backbone_steps = 2 }\n";
+    let config = dir.path().join("lgd.toml");
+    std::fs::write(
+        &config,
+        format!("extends = \"tiny.toml\"\n\n[distill]\n{recipe}"),
+    )
+    .expect("write the recipe");
+    let run = dir.path().join("run");
+    ok(&["distill", "--config", &s(&config), "--out", &s(&run)]);
+    let (train, evals) = metrics(&run);
+    assert_eq!(evals, vec![2, 4]);
+    assert_eq!(train.len(), 4);
+    for (step, losses, _) in &train {
+        for term in ["loss_cls", "kd.lgd.distill", "kd.lgd.teacher"] {
+            assert!(
+                losses[term].as_f64().is_some_and(f64::is_finite),
+                "step {step}: {term} in {losses}"
+            );
+        }
+    }
+    let other = s(&dir.path().join("other"));
+    let e = fails(&[
+        "distill",
+        "--config",
+        &s(&config),
+        "--teacher",
+        &s(&dir.path().join("t/last.ckpt")),
+        "--out",
+        &other,
+    ]);
+    assert!(e.contains("teacher-free"), "{e}");
+    let with_teacher = distill_config(dir.path(), &dir.path().join("t/last.ckpt"), recipe);
+    let e = fails(&["distill", "--config", &s(&with_teacher), "--out", &other]);
+    assert!(
+        e.contains("teacher-free") && e.contains("remove `teacher`"),
+        "{e}"
+    );
 }
 
 /// `tiny.toml` + a weights-file teacher with the top-level `keys` + [`RECIPE`], as
