@@ -21,8 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Logged KD terms the recipe weight does not scale (kdet_distill::KdTerm::unweighted): LGD's
-# dynamic teacher trains on its own detection losses, not a distillation term.
-UNWEIGHTED = {"kd.lgd.teacher"}
+# dynamic teacher trains on its own detection losses, ICD's encoder and decoder on their
+# auxiliary task: neither is a distillation term.
+UNWEIGHTED = {"kd.lgd.teacher", "kd.icd.identification", "kd.icd.localization"}
 
 
 def kdet_out(kdet, *args):

@@ -27,7 +27,7 @@ factors=${FACTORS:-"1 0.25 4"}
 # The calibrated weights (python3 scripts/calibrate-kd.py; configs/distill/README.md).
 declare -A calibrated=([ld]=0.98 [fgd]=0.0087 [pkd]=0.9 [cwd]=0.22 [fitnet]=0.46
   [logit_kd]=0.074 [frs]=0.0023 [pgd]=0.0191 [mgd]=0.149 [fbkd]=1.65
-  [rm_pfi]=0.0172 [tbd]=1.22 [lgd]=1.34)
+  [rm_pfi]=0.0172 [tbd]=1.22 [lgd]=1.34 [icd]=0.158)
 # PARALLEL=0 runs the factors of a method one after the other (with all cores each).
 parallel=${PARALLEL:-1}
 if [ -z "${KDET_BIN:-}" ]; then cargo build --release --quiet; fi

@@ -46,7 +46,8 @@ pub struct DemoArgs {
     /// ld for det, mqkd for segm]. det: box AP gained over the student alone on the
     /// built-in data, 3 seeds (docs/benchmarks.md): mgd +6.3, cwd +5.6, tbd +5.2 (a
     /// reconstruction from the abstract), pkd +5.0, ld +3.8, fitnet +3.8, fgd +3.7, fbkd
-    /// +3.4, rm_pfi +2.9; logit_kd, frs and pgd are not benchmarked yet. segm: mqkd (matched-query KD)
+    /// +3.4, rm_pfi +2.9; logit_kd, frs, pgd, icd and lgd (teacher-free: the teacher row
+    /// is only a reference) are not benchmarked yet. segm: mqkd (matched-query KD)
     /// or pkd, see docs/benchmarks.md. noisy-boxes: ndet only.
     #[arg(long)]
     method: Option<String>,

@@ -4,7 +4,9 @@
 //! generated from these lines ([`crate::kd_methods!`]); each method lives in its own file
 //! under `losses/` and implements [`crate::method::KdMethod`].
 
-use crate::losses::{cwd, fbkd, fgd, fitnet, frs, kd, ld, lgd, mgd, mqkd, pgd, pkd, rm_pfi, tbd};
+use crate::losses::{
+    cwd, fbkd, fgd, fitnet, frs, icd, kd, ld, lgd, mgd, mqkd, pgd, pkd, rm_pfi, tbd,
+};
 
 crate::kd_methods! {
     /// Hinton logit KD on every prior's class logits (MMRazor `KLDivergence`).
@@ -33,6 +35,9 @@ crate::kd_methods! {
     /// Task-balanced distillation: harmony distillation and task-decoupled feature masks
     /// (kdet's reconstruction from the abstract; no code or formulas are public).
     Tbd(tbd::TbdConfig),
+    /// Instance-conditional distillation (megvii-research/ICD): values of the student's
+    /// features imitated where the teacher's instance-conditioned attention looks.
+    Icd(icd::IcdConfig),
     /// Label-guided self-distillation (megvii-research/LGD): a teacher-free method whose
     /// dynamic teacher is built from the labels and the student's own features.
     Lgd(lgd::LgdConfig),

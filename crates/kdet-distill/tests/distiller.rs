@@ -145,6 +145,8 @@ loss = { type = "rm_pfi" }
 loss = { type = "tbd" }
 [[losses]]
 loss = { type = "lgd", heads = 4 }
+[[losses]]
+loss = { type = "icd", heads = 4 }
 "#;
 
 /// LGD runs without a teacher: no teacher forward, its dynamic teacher's detection loss
@@ -196,6 +198,61 @@ fn lgd_runs_without_a_teacher() {
     .expect_err("cwd needs a teacher");
     let msg = err.to_string();
     assert!(msg.contains("cwd") && msg.contains("teacher"), "{msg}");
+}
+
+/// ICD's value-mimic term trains the student (after its bypass steps) and its value
+/// projection, never the teacher-side decoder, encoder or predictor; the auxiliary task
+/// trains those and never the student.
+#[test]
+fn icd_terms_train_what_the_official_trains() {
+    let plain = Device::flex();
+    let device = Device::flex().autodiff();
+    device.seed(4);
+    let teacher = config(16, 16).init(&plain);
+    let student = config(8, 16).init(&device);
+    let recipe = recipe("[[losses]]\nloss = { type = \"icd\", heads = 4, bypass_steps = 1 }");
+    let distiller = Distiller::new(student, teacher, &recipe, size()).expect("icd");
+    let (images, targets) = batch(&device);
+    let kdet_distill::KdModules::Icd(icd) = &distiller.entries[0].method else {
+        panic!("the ICD entry");
+    };
+    let term = |step: u64, name: &str| {
+        let losses = distiller.step_losses(&images, &targets, step);
+        losses
+            .terms
+            .into_iter()
+            .find(|t| t.key.to_string() == name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .value
+    };
+    let value = term(1, "kd.icd.value");
+    assert!(value.clone().into_scalar::<f32>() > 0.0);
+    let grads = value.backward();
+    assert!(grad_mass(&icd.student_value, &grads).0 > 0.0);
+    assert!(grad_mass(&distiller.student, &grads).0 > 0.0);
+    for (name, part) in [
+        ("decoder", grad_mass(&icd.decoder, &grads)),
+        ("encoder", grad_mass(&icd.encoder, &grads)),
+        ("predictor", grad_mass(&icd.predictor, &grads)),
+    ] {
+        assert_eq!(part.1, 0, "{name} gets a gradient from the value term");
+    }
+    // Inside the bypass steps the student's features are detached.
+    let grads = term(0, "kd.icd.value").backward();
+    assert_eq!(grad_mass(&distiller.student, &grads).1, 0);
+    assert!(grad_mass(&icd.student_value, &grads).0 > 0.0);
+    for name in ["kd.icd.identification", "kd.icd.localization"] {
+        let grads = term(1, name).backward();
+        for (part, mass) in [
+            ("decoder", grad_mass(&icd.decoder, &grads)),
+            ("encoder", grad_mass(&icd.encoder, &grads)),
+            ("predictor", grad_mass(&icd.predictor, &grads)),
+        ] {
+            assert!(mass.0 > 0.0, "{name}: {part} gets no gradient");
+        }
+        assert_eq!(grad_mass(&distiller.student, &grads).1, 0, "{name}");
+        assert_eq!(grad_mass(&icd.student_value, &grads).1, 0, "{name}");
+    }
 }
 
 #[test]
@@ -286,6 +343,9 @@ fn every_method_trains_the_student_and_its_modules_and_never_the_teacher() {
             "kd.tbd.tfd",
             "kd.lgd.distill",
             "kd.lgd.teacher",
+            "kd.icd.value",
+            "kd.icd.identification",
+            "kd.icd.localization",
         ],
     );
     assert_ne!(

@@ -121,14 +121,10 @@ pub struct LgdConfig {
     pub freeze_backbone_steps: u64,
 }
 
-/// ε of every LayerNorm, GroupNorm and InstanceNorm of LGD (PyTorch's default).
-const EPS: f64 = 1e-5;
-
-/// Each row standardised over its columns, biased variance, no affine: a LayerNorm over the
-/// last axis (and, reshaped, GroupNorm with one group or InstanceNorm).
+/// Each row standardised over its columns (LayerNorm without affine, ε 1e-5, as every norm
+/// of LGD).
 fn standardize_rows(x: Tensor<2>) -> Tensor<2> {
-    let (var, mean) = x.clone().var_mean_bias(1);
-    (x - mean) / var.add_scalar(EPS).sqrt()
+    super::normalize_last(x)
 }
 
 /// `GroupNorm(1, C)` without affine on `[N, C, H, W]`: per sample over `C·H·W`.

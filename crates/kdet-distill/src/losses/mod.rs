@@ -21,6 +21,7 @@ pub mod fbkd;
 pub mod fgd;
 pub mod fitnet;
 pub mod frs;
+pub mod icd;
 pub mod kd;
 pub mod ld;
 pub mod lgd;
@@ -46,6 +47,14 @@ pub struct KdTargets<'a> {
     pub image_sizes: &'a [ImageSize],
     /// The padded batch size (mmdet `batch_input_shape`).
     pub padded_size: ImageSize,
+}
+
+/// `x` standardised over its last axis, biased variance, ε 1e-5, no affine parameters:
+/// PyTorch's `LayerNorm(elementwise_affine=False)` over the last axis (and, reshaped, its
+/// `GroupNorm(1)` / `InstanceNorm2d` without affine).
+pub(crate) fn normalize_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let (var, mean) = x.clone().var_mean_bias(D - 1);
+    (x - mean) / var.add_scalar(1e-5).sqrt()
 }
 
 /// The objects of `gt` a distillation term ranks or weighs: the non-crowd instances
