@@ -62,6 +62,8 @@ pub struct Distiller {
     seed: u64,
     #[module(skip)]
     correction: Option<BoxCorrectionConfig>,
+    #[module(skip)]
+    own: Option<crate::method::OwnOptimizer>,
 }
 
 /// Loads the student of a distillation checkpoint: the record's `student.*` parameters;
@@ -139,6 +141,21 @@ impl Distiller {
                 "distill.box_correction corrects boxes with a dense detector's predictions: the student and the teacher must be dense detectors".into(),
             ));
         }
+        // One optimizer of their own at most: the entries that ask for one must agree.
+        let mut own: Option<crate::method::OwnOptimizer> = None;
+        for (p, e) in plan.iter().zip(&recipe.losses) {
+            if let Some(o) = p.loss.own_optimizer() {
+                match own {
+                    Some(first) if first != o => {
+                        return Err(DistillError::Recipe(format!(
+                            "distill.losses ({}): its modules' own optimizer ({o:?}) differs from another entry's ({first:?}); kdet runs one optimizer beside the student's",
+                            e.name()
+                        )));
+                    }
+                    _ => own = Some(o),
+                }
+            }
+        }
         let (student, not_inherited) = match (&teacher, recipe.inherit) {
             (Some(teacher), true) => inherit_neck_and_head(student, teacher)?,
             _ => (student, Vec::new()),
@@ -185,7 +202,25 @@ impl Distiller {
             not_inherited: Arc::new(not_inherited),
             seed: 0,
             correction: recipe.box_correction.clone(),
+            own,
         })
+    }
+
+    /// The optimizer of the methods' modules that train apart from the student (ICD's
+    /// AdamW), if an entry asks for one ([`crate::method::KdMethod::own_optimizer`]).
+    pub fn own_optimizer(&self) -> Option<crate::method::OwnOptimizer> {
+        self.own
+    }
+
+    /// The modules that [`Distiller::own_optimizer`] trains: the method modules of every
+    /// entry that asks for it (its connectors stay with the student's optimizer).
+    pub fn own_optimizer_modules(&self) -> Vec<&KdModules> {
+        self.plan
+            .iter()
+            .zip(&self.entries)
+            .filter(|(p, _)| p.loss.own_optimizer().is_some())
+            .map(|(_, e)| &e.method)
+            .collect()
     }
 
     /// The run's seed, handed to methods that draw random numbers (MGD's masks) so that

@@ -31,7 +31,7 @@ pub mod taps;
 
 pub use distiller::{DistilledStudent, Distiller, KdTimings};
 pub use error::DistillError;
-pub use method::{KdInputs, KdMethod, KdTerm, TapUse, Wiring};
+pub use method::{KdInputs, KdMethod, KdTerm, OwnOptimizer, TapUse, Wiring};
 pub use methods::{KdLossConfig, KdModules};
 pub use recipe::{RecipeConfig, RecipeEntry};
 pub use taps::Tap;

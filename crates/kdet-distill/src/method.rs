@@ -262,6 +262,13 @@ pub trait KdMethod:
         false
     }
 
+    /// The method's own optimizer for its modules, when the official trains them apart
+    /// from the student (ICD: AdamW at lr 1e-4 with a cosine schedule); `None` (the
+    /// default) trains them with the run's optimizer and schedule.
+    fn own_optimizer(&self) -> Option<OwnOptimizer> {
+        None
+    }
+
     /// Method-specific wiring checks, after the generic ones (levels exist, map sizes,
     /// channels vs connector, equal head layouts for fixed taps). The message need not
     /// name the entry: the planner prefixes it.
@@ -274,6 +281,24 @@ pub trait KdMethod:
 
     /// The method's terms before the recipe weight (its own coefficients applied).
     fn terms(&self, modules: &Self::Modules, inputs: &KdInputs) -> Vec<KdTerm>;
+}
+
+/// A method's own optimizer for its modules ([`KdMethod::own_optimizer`]): PyTorch's
+/// AdamW (β 0.9 / 0.999, ε 1e-8, decoupled weight decay) at `lr`, decayed over the run by
+/// a cosine to 0 (detectron2's `WarmupCosineLR`: `lr · ½ (1 + cos(π t / T))`, `T` the
+/// run's steps). Its state is part of every checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct OwnOptimizer {
+    pub lr: f64,
+    pub weight_decay: f64,
+}
+
+impl OwnOptimizer {
+    /// The learning rate of optimizer step `step` (0-based) of a `total`-step run.
+    pub fn lr_at(&self, step: u64, total: u64) -> f64 {
+        let t = step as f64 / total.max(1) as f64;
+        self.lr * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+    }
 }
 
 /// The modules of a method that has none (no parameters, nothing in checkpoints).
@@ -415,6 +440,12 @@ macro_rules! kd_methods {
             pub fn freezes_student_backbone(&self, step: u64) -> bool {
                 match self {
                     $(Self::$variant(c) => $crate::method::KdMethod::freezes_student_backbone(c, step),)+
+                }
+            }
+
+            pub fn own_optimizer(&self) -> Option<$crate::method::OwnOptimizer> {
+                match self {
+                    $(Self::$variant(c) => $crate::method::KdMethod::own_optimizer(c),)+
                 }
             }
 

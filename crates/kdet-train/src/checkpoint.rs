@@ -12,7 +12,7 @@
 //! | 28 | 8 | `o` = optimizer record length |
 //! | 36 | `h` | header: [`CheckpointMeta`] as JSON |
 //! | 36+h | `m` | model: `ModuleRecord::into_bytes` (burnpack, parameters at full precision, with their `ParamId`s) |
-//! | 36+h+m | `o` | optimizer: `ModuleOptimizer::into_bytes` (burnpack, keyed by `ParamId`) |
+//! | 36+h+m | `o` | optimizer: `ModuleOptimizer::into_bytes` (burnpack, keyed by `ParamId`); with a second optimizer (`own_optimizer_len` = `n` in the header) its record is the last `n` bytes |
 //! | 36+h+m+o | 4 | CRC-32 (IEEE) of every byte before it |
 //!
 //! The CRC is checked before anything is parsed, so a flipped bit or a truncated file is
@@ -69,6 +69,11 @@ pub struct CheckpointMeta {
     /// from its checkpoint alone.
     pub experiment: Option<serde_json::Value>,
     pub kdet_train_version: String,
+    /// Length of the second optimizer's record (a distillation method's own modules,
+    /// `kdet_distill::OwnOptimizer`), stored at the end of the optimizer section; absent
+    /// when the run has one optimizer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_optimizer_len: Option<u64>,
 }
 
 /// A verified checkpoint, records not yet applied.
@@ -326,7 +331,51 @@ impl Checkpoint {
             }
             None => self.model.clone(),
         };
-        write_checkpoint(path, &self.meta, &record, &[])
+        let meta = CheckpointMeta {
+            own_optimizer_len: None,
+            ..self.meta.clone()
+        };
+        write_checkpoint(path, &meta, &record, &[])
+    }
+
+    /// The two parts of the optimizer section: the main optimizer's record and the second
+    /// one's (empty without one).
+    fn optimizer_parts(&self) -> Result<(&[u8], &[u8]), TrainError> {
+        let own = self.meta.own_optimizer_len.unwrap_or(0) as usize;
+        if own > self.optimizer.len() {
+            return Err(TrainError::Record {
+                path: self.path.clone(),
+                what: "reading the optimizer record",
+                message: format!(
+                    "the header gives the second optimizer {own} bytes, the optimizer section has {}",
+                    self.optimizer.len()
+                ),
+            });
+        }
+        Ok(self.optimizer.split_at(self.optimizer.len() - own))
+    }
+
+    /// Applies the second optimizer's record (a distillation method's own modules) to a
+    /// freshly built one.
+    pub fn load_own_optimizer(
+        &self,
+        optimizer: ModuleOptimizer,
+    ) -> Result<ModuleOptimizer, TrainError> {
+        let (_, own) = self.optimizer_parts()?;
+        if self.meta.own_optimizer_len.is_none() {
+            return Err(TrainError::Record {
+                path: self.path.clone(),
+                what: "reading the second optimizer's record",
+                message: "the run trains a method's modules with their own optimizer, and this checkpoint holds no state for it (written by a run without one)".into(),
+            });
+        }
+        optimizer
+            .from_bytes(Bytes::from_bytes_vec(own.to_vec()))
+            .map_err(|e| TrainError::Record {
+                path: self.path.clone(),
+                what: "reading the second optimizer's record",
+                message: e.to_string(),
+            })
     }
 
     /// Applies the optimizer record to a freshly built optimizer.
@@ -341,8 +390,9 @@ impl Checkpoint {
                 message: "the checkpoint holds weights only (no optimizer state): it can be evaluated or used as a teacher, not resumed".into(),
             });
         }
+        let (main, _) = self.optimizer_parts()?;
         optimizer
-            .from_bytes(Bytes::from_bytes_vec(self.optimizer.clone()))
+            .from_bytes(Bytes::from_bytes_vec(main.to_vec()))
             .map_err(|e| TrainError::Record {
                 path: self.path.clone(),
                 what: "reading the optimizer record",
@@ -384,6 +434,7 @@ mod tests {
             config,
             experiment: Some(serde_json::json!({"model": "toy"})),
             kdet_train_version: "test".into(),
+            own_optimizer_len: None,
         }
     }
 

@@ -16,6 +16,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 
 use crate::config::OptimizerConfig;
+use kdet_distill::OwnOptimizer;
 
 /// Builds the burn optimizer for `config` (without clipping: see [`clip_global_norm`]).
 pub fn build_optimizer(config: &OptimizerConfig) -> ModuleOptimizer {
@@ -103,6 +104,37 @@ pub fn drop_grads<M: Module>(module: &M, grads: &mut GradientsParams) {
     module.visit(&mut Drop { grads });
 }
 
+/// Moves the gradients of `module`'s parameters out of `from` into `to`.
+struct Take<'a> {
+    from: &'a mut GradientsParams,
+    to: &'a mut GradientsParams,
+}
+
+impl ModuleVisitor for Take<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.from.remove::<D>(param.id) {
+            self.to.register(param.id, g);
+        }
+    }
+}
+
+/// Moves every gradient of `module`'s parameters out of `from` into `to` (the share of a
+/// second optimizer, see [`build_own_optimizer`]).
+pub fn take_grads<M: Module>(module: &M, from: &mut GradientsParams, to: &mut GradientsParams) {
+    module.visit(&mut Take { from, to });
+}
+
+/// The optimizer of a distillation method's own modules ([`OwnOptimizer`]): PyTorch's
+/// AdamW defaults (β 0.9 / 0.999, ε 1e-8) with the method's weight decay.
+pub fn build_own_optimizer(own: &OwnOptimizer) -> ModuleOptimizer {
+    burn::optim::AdamWConfig::new()
+        .with_beta_1(0.9)
+        .with_beta_2(0.999)
+        .with_epsilon(1e-8)
+        .with_weight_decay(own.weight_decay as f32)
+        .init()
+}
+
 /// The L2 norm of all of `module`'s gradients taken together (0 when there are none).
 pub fn global_grad_norm<M: Module>(module: &M, grads: &GradientsParams) -> f64 {
     let mut v = SquaredNorm {
@@ -185,6 +217,17 @@ mod tests {
         // Per-parameter clipping (burn's GradientClipping::Norm) would give b[0] = 1.0.
         assert!(b[0] < 0.7);
         assert!((global_grad_norm(&m, &grads) - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn taken_gradients_move_and_the_others_stay() {
+        let (two, mut grads) = setup();
+        let mut taken = GradientsParams::new();
+        take_grads(&two.a, &mut grads, &mut taken);
+        assert!(grads.get::<1>(two.a.id).is_none());
+        assert!(taken.get::<1>(two.a.id).is_some());
+        assert!(grads.get::<2>(two.b.id).is_some());
+        assert!(taken.get::<2>(two.b.id).is_none());
     }
 
     #[test]

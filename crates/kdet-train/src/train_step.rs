@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use kdet_data::DetectionBatch;
-use kdet_distill::Distiller;
+use kdet_distill::{Distiller, OwnOptimizer};
 use kdet_models::LossDict;
 
 /// A model the loop can train: a burn [`Module`] on the autodiff device whose losses on a
@@ -27,6 +27,18 @@ pub trait TrainStep: Module + 'static {
     /// Removes, before clipping and the update, the gradients of parameters that must not
     /// change at optimizer step `step` (a frozen phase of a method); none by default.
     fn drop_frozen_grads(&self, _grads: &mut GradientsParams, _step: u64) {}
+
+    /// The optimizer of the parameters that train apart from the rest (a distillation
+    /// method's own modules, [`OwnOptimizer`]); none by default.
+    fn own_optimizer(&self) -> Option<OwnOptimizer> {
+        None
+    }
+
+    /// Moves the gradients of the parameters [`own_optimizer`](Self::own_optimizer)
+    /// trains out of `grads` (before clipping, which is the rest's).
+    fn take_own_grads(&self, _grads: &mut GradientsParams) -> GradientsParams {
+        GradientsParams::new()
+    }
 }
 
 /// A step's losses and its timings (milliseconds, by name: `metrics.jsonl`'s `timings`,
@@ -50,6 +62,18 @@ impl TrainStep for Distiller {
             losses,
             timings: timings.map_or_else(Vec::new, |t| t.named().to_vec()),
         }
+    }
+
+    fn own_optimizer(&self) -> Option<OwnOptimizer> {
+        Distiller::own_optimizer(self)
+    }
+
+    fn take_own_grads(&self, grads: &mut GradientsParams) -> GradientsParams {
+        let mut own = GradientsParams::new();
+        for modules in self.own_optimizer_modules() {
+            crate::optim::take_grads(modules, grads, &mut own);
+        }
+        own
     }
 
     /// LGD's first phase: the student's backbone keeps its weights.

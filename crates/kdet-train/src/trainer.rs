@@ -17,12 +17,13 @@ use crate::checkpoint::{
 use crate::config::TrainConfig;
 use crate::eval::{EvalContext, EvalSummary};
 use crate::metrics::{EvalLog, METRICS_FILE, MetricsLog, TrainLog};
-use crate::optim::{build_optimizer, clip_global_norm};
+use crate::optim::{build_optimizer, build_own_optimizer, clip_global_norm};
 use crate::progress::{Progress, ProgressMode, fmt_num};
 use crate::run_dir::{remove_stale_temporaries, write_run_files};
 use crate::schedule::LrSchedule;
 use crate::train_step::{StepLosses, TrainStep};
 use crate::{BoxError, TrainError};
+use kdet_distill::OwnOptimizer;
 
 /// How a call to [`Trainer::run`] ended.
 #[derive(Debug, Clone)]
@@ -111,6 +112,9 @@ pub struct Trainer<M, D> {
     /// `None` only inside a step (the optimizer takes the model by value).
     model: Option<M>,
     optim: ModuleOptimizer,
+    /// The second optimizer, of the parameters the model trains apart
+    /// ([`TrainStep::own_optimizer`]), with its settings.
+    own: Option<(ModuleOptimizer, OwnOptimizer)>,
     loader: Loader<D>,
     device: Device,
     batches_per_epoch: usize,
@@ -161,7 +165,17 @@ where
         std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
         let metrics = MetricsLog::create(&run_dir.join(METRICS_FILE))?;
         let optim = build_optimizer(&config.optimizer);
-        Self::assemble(config, run_dir, model, optim, loader, device, metrics, None)
+        let own = model.own_optimizer().map(|o| (build_own_optimizer(&o), o));
+        Self::assemble(
+            config,
+            run_dir,
+            model,
+            (optim, own),
+            loader,
+            device,
+            metrics,
+            None,
+        )
     }
 
     /// Continues the run in `run_dir` from `last.ckpt`: model weights (into `model`, which
@@ -225,13 +239,17 @@ where
         }
         let model = checkpoint.load_model(model)?;
         let optim = checkpoint.load_optimizer(build_optimizer(&config.optimizer))?;
+        let own = match model.own_optimizer() {
+            Some(o) => Some((checkpoint.load_own_optimizer(build_own_optimizer(&o))?, o)),
+            None => None,
+        };
         remove_stale_temporaries(&run_dir);
         let metrics = MetricsLog::resume(&run_dir.join(METRICS_FILE), meta.step)?;
         let mut trainer = Self::assemble(
             config,
             run_dir,
             model,
-            optim,
+            (optim, own),
             loader,
             device,
             metrics,
@@ -251,7 +269,7 @@ where
         config: TrainConfig,
         run_dir: PathBuf,
         model: M,
-        optim: ModuleOptimizer,
+        (optim, own): (ModuleOptimizer, Option<(ModuleOptimizer, OwnOptimizer)>),
         loader: Loader<D>,
         device: &Device,
         metrics: MetricsLog,
@@ -277,6 +295,7 @@ where
             run_dir,
             model: Some(model),
             optim,
+            own,
             loader,
             device: device.clone(),
             batches_per_epoch: nb,
@@ -517,6 +536,9 @@ where
         drop(losses);
         let mut grads = GradientsParams::from_grads(total.backward(), &model);
         model.drop_frozen_grads(&mut grads, index);
+        // The second optimizer's share leaves before clipping (the rest's, as PyTorch
+        // clips the student's parameters only).
+        let own_grads = self.own.as_ref().map(|_| model.take_own_grads(&mut grads));
         let grad_norm = match &self.config.grad_clip {
             Some(clip) => {
                 let norm = clip_global_norm(&model, &mut grads, clip.max_norm);
@@ -529,7 +551,12 @@ where
             None => None,
         };
         let lr = self.schedule.lr_at(index);
-        self.model = Some(self.optim.step(lr, model, grads));
+        let mut model = self.optim.step(lr, model, grads);
+        if let (Some((optim, own)), Some(own_grads)) = (self.own.as_mut(), own_grads) {
+            let total = self.schedule.total_steps;
+            model = optim.step(own.lr_at(index, total), model, own_grads);
+        }
+        self.model = Some(model);
 
         let images = batch.images.len() as u64;
         self.step = number;
@@ -644,10 +671,21 @@ where
             .into_record()
             .into_bytes()
             .map_err(|e| record_error("serialising the model", e))?;
-        let optimizer = self
+        let mut optimizer = self
             .optim
             .into_bytes()
-            .map_err(|e| record_error("serialising the optimizer", e))?;
+            .map_err(|e| record_error("serialising the optimizer", e))?
+            .to_vec();
+        let own_optimizer_len = match &self.own {
+            Some((optim, _)) => {
+                let own = optim
+                    .into_bytes()
+                    .map_err(|e| record_error("serialising the second optimizer", e))?;
+                optimizer.extend_from_slice(&own);
+                Some(own.len() as u64)
+            }
+            None => None,
+        };
         let meta = CheckpointMeta {
             step: self.step,
             epoch: self.epoch,
@@ -662,6 +700,7 @@ where
             schedule: self.schedule.clone(),
             experiment: self.experiment.clone(),
             kdet_train_version: env!("CARGO_PKG_VERSION").to_string(),
+            own_optimizer_len,
         };
         let mut paths = Vec::with_capacity(2);
         if keep {

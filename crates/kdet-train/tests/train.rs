@@ -107,6 +107,10 @@ struct ToyNet {
     /// Sleep this long in every step (so the SIGKILL test can kill mid-run).
     #[module(skip)]
     delay_ms: u64,
+    /// Train `conv2` with a second optimizer of these settings (a distillation method's
+    /// own modules, as ICD's).
+    #[module(skip)]
+    own: Option<kdet_distill::OwnOptimizer>,
 }
 
 /// A deterministic weight tensor (independent of the backend's global RNG, which tests
@@ -141,6 +145,18 @@ impl ToyNet {
             conv2: conv(4, 3, &mut rng, device),
             nan_image: None,
             delay_ms: 0,
+            own: None,
+        }
+    }
+
+    /// The toy model with `conv2` trained by its own AdamW at `lr`.
+    fn with_own(device: &Device, lr: f64) -> Self {
+        Self {
+            own: Some(kdet_distill::OwnOptimizer {
+                lr,
+                weight_decay: 1e-4,
+            }),
+            ..Self::new(device)
         }
     }
 }
@@ -163,6 +179,19 @@ impl TrainStep for ToyNet {
         losses.push("mse", mse);
         losses.push_logged("mean_output", y.mean());
         losses
+    }
+
+    fn own_optimizer(&self) -> Option<kdet_distill::OwnOptimizer> {
+        self.own
+    }
+
+    fn take_own_grads(
+        &self,
+        grads: &mut burn::optim::GradientsParams,
+    ) -> burn::optim::GradientsParams {
+        let mut own = burn::optim::GradientsParams::new();
+        kdet_train::optim::take_grads(&self.conv2, grads, &mut own);
+        own
     }
 }
 
@@ -234,8 +263,12 @@ fn train_lines(dir: &Path) -> Vec<LineKey> {
 }
 
 fn straight_run(config: TrainConfig, dir: &Path) -> ToyNet {
+    straight_run_of(config, dir, ToyNet::new)
+}
+
+fn straight_run_of(config: TrainConfig, dir: &Path, make: impl Fn(&Device) -> ToyNet) -> ToyNet {
     let d = device();
-    let mut t = Trainer::new(config, dir, ToyNet::new(&d), loader(7), &d)
+    let mut t = Trainer::new(config, dir, make(&d), loader(7), &d)
         .expect("trainer")
         .with_progress(ProgressMode::Off);
     let s = t.run().expect("run");
@@ -247,12 +280,16 @@ fn straight_run(config: TrainConfig, dir: &Path) -> ToyNet {
 // ---------------------------------------------------------------- exact resume
 
 fn check_stop_and_resume(config: TrainConfig, stop: u64) {
+    check_stop_and_resume_of(config, stop, ToyNet::new)
+}
+
+fn check_stop_and_resume_of(config: TrainConfig, stop: u64, make: impl Fn(&Device) -> ToyNet) {
     let d = device();
     let straight_dir = tempfile::tempdir().expect("tempdir");
-    let straight = straight_run(config.clone(), straight_dir.path());
+    let straight = straight_run_of(config.clone(), straight_dir.path(), &make);
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut first = Trainer::new(config, dir.path(), ToyNet::new(&d), loader(7), &d)
+    let mut first = Trainer::new(config, dir.path(), make(&d), loader(7), &d)
         .expect("trainer")
         .with_progress(ProgressMode::Off)
         .stop_at(stop);
@@ -262,7 +299,7 @@ fn check_stop_and_resume(config: TrainConfig, stop: u64) {
     drop(first);
 
     // A fresh model (other ParamIds, same init) and a fresh loader, as after a restart.
-    let mut second = Trainer::resume(dir.path(), ToyNet::new(&d), loader(7), &d)
+    let mut second = Trainer::resume(dir.path(), make(&d), loader(7), &d)
         .expect("resume")
         .with_progress(ProgressMode::Off);
     assert_eq!(second.step(), stop);
@@ -285,6 +322,39 @@ fn stop_mid_epoch_and_resume_is_bit_identical_sgd() {
     // Step 5 is mid-epoch (6 batches per epoch), before the lr milestone at 8 and not a
     // checkpoint period (3): `stop_at` writes its own checkpoint.
     check_stop_and_resume(config(), 5);
+}
+
+/// A second optimizer (ICD's modules' own AdamW): its state resumes bit-exactly, it alone
+/// moves its parameters (at its own learning rate), and the other parameters follow the
+/// main optimizer as if it were not there (no clipping here, so their update sees only
+/// their own gradients either way).
+#[test]
+fn a_second_optimizer_trains_its_part_and_resumes_bit_identically() {
+    check_stop_and_resume_of(config(), 5, |d| ToyNet::with_own(d, 1e-3));
+    let mut c = config();
+    c.grad_clip = None;
+    let (plain, own) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let d = device();
+    // One step: conv1's gradient does not depend yet on how conv2 was updated.
+    let one_step = |dir: &Path, model: ToyNet| {
+        let mut t = Trainer::new(c.clone(), dir, model, loader(7), &d)
+            .expect("trainer")
+            .with_progress(ProgressMode::Off)
+            .stop_at(1);
+        t.run().expect("one step");
+        param_bytes(&t.into_model())
+    };
+    let sgd = one_step(plain.path(), ToyNet::new(&d));
+    let mixed = one_step(own.path(), ToyNet::with_own(&d, 1e-3));
+    let init = param_bytes(&ToyNet::new(&d));
+    // conv1 (weight, bias) trains with the run's SGD in both; conv2 with AdamW in one.
+    assert_eq!(sgd[..2], mixed[..2]);
+    assert!(sgd[2..] != mixed[2..] && mixed[2..] != init[2..]);
+    // A checkpoint of a one-optimizer run cannot resume a run with two.
+    let err = Trainer::resume(plain.path(), ToyNet::with_own(&d, 1e-3), loader(7), &d)
+        .err()
+        .expect("no state for the second optimizer");
+    assert!(err.to_string().contains("own optimizer"), "{err}");
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! `kdet distill` end to end on tiny generated data: a 4-step teacher, a student distilled
-//! from it with LD + FGD + PKD (KD terms and timings logged, the final evaluation and
+//! from it with LD + FGD + PKD + MGD + ICD (KD terms and timings logged, the final evaluation and
 //! `kdet eval --checkpoint` agree on the student's weights), exact resume, the errors a
 //! user meets, every shipped recipe parses, and a teacher read from an exported
 //! SafeTensors file (`teacher_source = "kdet"`) distils exactly as its checkpoint.
@@ -36,6 +36,11 @@ schedule = { warmup_iterations = 2 }
 # draws the same ones.
 [[distill.losses]]
 loss = { type = "mgd" }
+
+# Random fake objects drawn from (seed, step, image), and a second optimizer (ICD's own
+# AdamW) whose state the resume test below proves is checkpointed.
+[[distill.losses]]
+loss = { type = "icd", bypass_steps = 1 }
 "#;
 
 /// A trained 4-step teacher in `dir/teacher`.
@@ -66,6 +71,9 @@ fn distill_logs_kd_terms_and_eval_checkpoint_scores_the_student() {
             "kd.fgd.attention",
             "kd.fgd.global",
             "kd.mgd",
+            "kd.icd.value",
+            "kd.icd.identification",
+            "kd.icd.localization",
         ] {
             assert!(
                 losses[term].as_f64().is_some(),
