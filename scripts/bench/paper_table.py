@@ -34,8 +34,8 @@ PAPER = {
     "fbkd": ("+1.9 (37.4 → 39.3)", "Faster R-CNN R101 → R50, 1x, COCO (MMRazor)", "kd-detection §11.2"),
     "rm_pfi": ("+3.5 (36.9 → 40.4)", "RetinaNet-R50, COCO (abstract; teacher and schedule unverified)", "kd-detection §7.3"),
     "tbd": ("41.0 (no baseline given)", "RetinaNet-R50, COCO (abstract); kdet's TBD is a reconstruction", "kd-detection §6"),
-    "icd": ("+3.3 (37.4 → 40.7)", "RetinaNet R101 3x → R50, detectron2 1x, COCO; not built in kdet yet", "kd-detection §8.3"),
-    "lgd": ("+2.8 (36.2 → 39.0)", "RetinaNet-R50 2x, teacher-free, COCO; not built in kdet yet", "kd-detection §9.4"),
+    "icd": ("+3.3 (37.4 → 40.7)", "RetinaNet R101 3x → R50, detectron2 1x, COCO", "kd-detection §8.3"),
+    "lgd": ("+2.8 (36.2 → 39.0)", "RetinaNet-R50 2x, teacher-free, COCO", "kd-detection §9.4"),
 }
 MASK_PAPER = {
     "mqkd": ("no paper of its own", "kdet's matched-query KD (the OOKD / guided-distillation building block)", "video-semisup-weak §1"),
