@@ -438,7 +438,7 @@ fn distilled_students(options: &DemoOptions, out: &Path, device: &Device) -> Res
         &teacher_ckpt,
         device,
     )?;
-    let (distilled, _) = student(
+    let (distilled, distilled_experiment) = student(
         options,
         StudentStage {
             label: format!("student + {}", options.method),
@@ -484,10 +484,20 @@ fn distilled_students(options: &DemoOptions, out: &Path, device: &Device) -> Res
         }
         file
     };
+    // A teacher-free method (LGD) never reads the teacher: its row is a reference only.
+    let teacher_label = if distilled_experiment
+        .distill
+        .as_ref()
+        .is_some_and(|r| r.teacher_free())
+    {
+        format!("teacher (reference; {} uses none)", options.method)
+    } else {
+        "teacher".to_string()
+    };
     Ok(Staged {
         entries: vec![
             Entry {
-                label: "teacher".to_string(),
+                label: teacher_label,
                 run: teacher_run,
                 eval: teacher_eval,
                 model: teacher_ckpt.clone(),
