@@ -534,20 +534,7 @@ impl KdMethod for IcdConfig {
     }
 
     fn check(&self, wiring: &Wiring) -> Result<(), String> {
-        let levels = wiring.teacher_levels();
-        let c = levels[0].channels;
-        if levels.iter().any(|l| l.channels != c) {
-            return Err(format!(
-                "ICD's decoder reads every selected level together: the teacher's levels must have equal widths, got {:?}",
-                levels.iter().map(|l| l.channels).collect::<Vec<_>>()
-            ));
-        }
-        if self.heads == 0 || !c.is_multiple_of(self.heads) {
-            return Err(format!(
-                "heads = {} must divide the teacher's {c} FPN channels",
-                self.heads
-            ));
-        }
+        let c = super::attention_width(&wiring.teacher_levels(), self.heads, "the teacher's")?;
         if !c.is_multiple_of(2) {
             return Err(format!(
                 "the teacher's FPN width {c} must be even (half of it per axis of the positional encoding)"

@@ -586,20 +586,7 @@ impl KdMethod for LgdConfig {
                 "LGD's adapter maps the student's features; remove `connector`".to_string(),
             );
         }
-        let levels = wiring.student_levels();
-        let c = levels[0].channels;
-        if levels.iter().any(|l| l.channels != c) {
-            return Err(format!(
-                "LGD's dynamic teacher is shared by every FPN level: the levels must have equal widths, got {:?}",
-                levels.iter().map(|l| l.channels).collect::<Vec<_>>()
-            ));
-        }
-        if self.heads == 0 || !c.is_multiple_of(self.heads) {
-            return Err(format!(
-                "heads = {} must divide the neck's {c} channels",
-                self.heads
-            ));
-        }
+        super::attention_width(&wiring.student_levels(), self.heads, "the neck's")?;
         Ok(())
     }
 

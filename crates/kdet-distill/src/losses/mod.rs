@@ -57,6 +57,26 @@ pub(crate) fn normalize_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     (x - mean) / var.add_scalar(1e-5).sqrt()
 }
 
+/// The one width of `levels`, which a method's attention over all of them needs, and that
+/// `heads` divides; `what` names the levels in the errors ("the neck's", ...).
+pub(crate) fn attention_width(
+    levels: &[crate::taps::LevelShape],
+    heads: usize,
+    what: &str,
+) -> Result<usize, String> {
+    let c = levels[0].channels;
+    if levels.iter().any(|l| l.channels != c) {
+        return Err(format!(
+            "its attention modules are shared by every level: {what} levels must have equal widths, got {:?}",
+            levels.iter().map(|l| l.channels).collect::<Vec<_>>()
+        ));
+    }
+    if heads == 0 || !c.is_multiple_of(heads) {
+        return Err(format!("heads = {heads} must divide {what} {c} channels"));
+    }
+    Ok(c)
+}
+
 /// The objects of `gt` a distillation term ranks or weighs: the non-crowd instances
 /// (mmdet's `gt_bboxes_ignore` are not objects), by index.
 pub(crate) fn non_crowd(gt: &Instances) -> Vec<usize> {
