@@ -44,10 +44,10 @@ pub struct DemoArgs {
     quick: bool,
     /// The distillation method: a recipe `configs/distill/<method>_<pair>.toml` [default:
     /// ld for det, mqkd for segm]. det: box AP gained over the student alone on the
-    /// built-in data, 3 seeds (docs/benchmarks.md): mgd +6.3, cwd +5.6, icd +5.3, tbd +5.2
-    /// (a reconstruction from the abstract), pkd +5.0, ld +3.8, fitnet +3.8, fgd +3.7, fbkd
-    /// +3.4, logit_kd +3.1, rm_pfi +2.9, frs +7.1, pgd +2.0, lgd -0.4 (teacher-free: the
-    /// teacher row is only a reference). segm: mqkd (matched-query KD)
+    /// built-in data, 3 seeds (docs/benchmarks.md): frs +7.1, mgd +6.3, cwd +5.6, icd
+    /// +5.3, tbd +5.2 (a reconstruction from the abstract), pkd +5.0, ld +3.8, fitnet +3.8,
+    /// fgd +3.7, fbkd +3.4, logit_kd +3.1, rm_pfi +2.9, pgd +2.0, lgd -0.4 (teacher-free:
+    /// the teacher row is only a reference). segm: mqkd (matched-query KD)
     /// or pkd, see docs/benchmarks.md. noisy-boxes: ndet only.
     #[arg(long)]
     method: Option<String>,
