@@ -143,12 +143,12 @@ impl Distiller {
         }
         // One optimizer of their own at most: the entries that ask for one must agree.
         let mut own: Option<crate::method::OwnOptimizer> = None;
-        for (p, e) in plan.iter().zip(&recipe.losses) {
+        for (i, (p, e)) in plan.iter().zip(&recipe.losses).enumerate() {
             if let Some(o) = p.loss.own_optimizer() {
                 match own {
                     Some(first) if first != o => {
                         return Err(DistillError::Recipe(format!(
-                            "distill.losses ({}): its modules' own optimizer ({o:?}) differs from another entry's ({first:?}); kdet runs one optimizer beside the student's",
+                            "distill.losses[{i}] ({}): its modules' own optimizer ({o:?}) differs from another entry's ({first:?}); kdet runs one optimizer beside the student's",
                             e.name()
                         )));
                     }
